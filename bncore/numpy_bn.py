@@ -1,0 +1,269 @@
+"""Batch normalization in NumPy: the transform, its hand-derived backward, and a module.
+
+Layout is ``x: (N, C, *spatial)``; statistics are per channel over the m = N·∏spatial values
+of that channel (Ioffe & Szegedy 2015, Alg. 1 and §3.2). In training mode
+
+.. math::
+
+    \\mu_B = \\frac1m\\sum_i x_i,\\quad \\sigma_B^2 = \\frac1m\\sum_i (x_i-\\mu_B)^2,\\quad
+    \\hat x_i = \\frac{x_i-\\mu_B}{\\sqrt{\\sigma_B^2+\\epsilon}},\\quad y_i = \\gamma\\hat x_i+\\beta,
+
+with the *biased* variance and ε inside the square root, exactly as ``torch.nn.BatchNorm*``.
+The backward is the compact form
+
+.. math::
+
+    \\frac{\\partial\\ell}{\\partial x_i} = \\frac{\\gamma}{m\\sqrt{\\sigma_B^2+\\epsilon}}
+    \\Big(m\\,\\delta_i - \\sum_j \\delta_j - \\hat x_i \\sum_j \\delta_j \\hat x_j\\Big),
+    \\qquad \\delta_i = \\partial\\ell/\\partial y_i .
+
+NaN or Inf in a channel's input makes that channel's statistics, output and gradient NaN (as in
+torch); other channels are unaffected. Nothing is masked or repaired.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bncore import stats
+from bncore.validate import check_dtype, check_input
+
+__all__ = [
+    "BNCache",
+    "BatchNorm",
+    "batch_norm_backward",
+    "batch_norm_backward_graph",
+    "batch_norm_forward",
+    "batch_norm_inference",
+]
+
+
+@dataclass
+class BNCache:
+    """What the training-mode backward needs, saved by :func:`batch_norm_forward`.
+
+    Per-channel arrays have shape ``(C,)``; ``x`` and ``xhat`` have the input's shape.
+    """
+
+    x: np.ndarray
+    xhat: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    gamma: np.ndarray
+    eps: float
+
+    @property
+    def invstd(self) -> np.ndarray:
+        """1/√(σ_B² + ε), shape ``(C,)``."""
+        return 1.0 / np.sqrt(self.var + self.eps)
+
+    @property
+    def m(self) -> int:
+        """Values per channel, m = N·∏spatial."""
+        return stats.count_per_channel(self.x.shape)
+
+
+def _bcast(v: np.ndarray, ndim: int) -> np.ndarray:
+    """Reshape a per-channel vector ``(C,)`` to ``(1, C, 1, ...)`` for broadcasting."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _check_x(x: np.ndarray, gamma: np.ndarray | None, eps: float, training: bool, **more) -> None:
+    x = np.asarray(x)
+    check_dtype(np.issubdtype(x.dtype, np.floating), x.dtype)
+    lengths = {"gamma": None if gamma is None else np.size(gamma)}
+    lengths.update({k: np.size(v) for k, v in more.items()})
+    check_input(x.shape, None, eps, training, lengths)
+
+
+def batch_norm_forward(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = 1e-5
+) -> tuple[np.ndarray, BNCache]:
+    """Training-mode batch norm: y = γ·(x − μ_B)/√(σ_B² + ε) + β with batch statistics.
+
+    Parameters
+    ----------
+    x: (N, C, *spatial) floating array.
+    gamma, beta: (C,) scale and shift.
+    eps: added to the biased batch variance inside the square root; must be > 0.
+
+    Returns
+    -------
+    y: same shape and dtype as ``x``.
+    cache: a :class:`BNCache` for :func:`batch_norm_backward`.
+    """
+    _check_x(x, gamma, eps, True, beta=beta)
+    mean, var = stats.mean_var(x)  # (C,), (C,), two-pass, biased
+    invstd = 1.0 / np.sqrt(var + eps)
+    xhat = (x - _bcast(mean, x.ndim)) * _bcast(invstd, x.ndim)
+    y = _bcast(gamma, x.ndim) * xhat + _bcast(beta, x.ndim)
+    cache = BNCache(x=x, xhat=xhat, mean=mean, var=var, gamma=np.asarray(gamma), eps=eps)
+    return y.astype(x.dtype, copy=False), cache
+
+
+def batch_norm_backward(
+    dy: np.ndarray, cache: BNCache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The compact training-mode backward.
+
+    dβ = Σδ, dγ = Σδ·x̂, and dx = (γ/(m·√(σ_B²+ε)))·(m·δ − Σδ − x̂·Σδx̂), sums per channel.
+
+    Returns ``(dx, dgamma, dbeta)`` with shapes ``x.shape``, ``(C,)``, ``(C,)``.
+    """
+    axes = stats.reduce_axes(dy.ndim)
+    xhat, m = cache.xhat, cache.m
+    dbeta = dy.sum(axis=axes)
+    dgamma = (dy * xhat).sum(axis=axes)
+    scale = _bcast(cache.gamma * cache.invstd / m, dy.ndim)
+    dx = scale * (m * dy - _bcast(dbeta, dy.ndim) - xhat * _bcast(dgamma, dy.ndim))
+    return dx.astype(dy.dtype, copy=False), dgamma, dbeta
+
+
+def batch_norm_backward_graph(
+    dy: np.ndarray, cache: BNCache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The backward by the chain rule through Ioffe & Szegedy's computational graph (§3).
+
+    Step by step, with sums per channel over the m values:
+
+    - ∂ℓ/∂x̂ = δ·γ
+    - ∂ℓ/∂σ² = Σ ∂ℓ/∂x̂ · (x − μ) · (−½)(σ² + ε)^(−3/2)
+    - ∂ℓ/∂μ = Σ ∂ℓ/∂x̂ · (−1/√(σ² + ε)) + ∂ℓ/∂σ² · (−2/m)·Σ(x − μ)
+    - ∂ℓ/∂x = ∂ℓ/∂x̂/√(σ² + ε) + ∂ℓ/∂σ² · 2(x − μ)/m + ∂ℓ/∂μ / m
+
+    The last term of ∂ℓ/∂μ multiplies Σ(x − μ), which is zero; it is kept here, as in the paper,
+    so that the equivalence with :func:`batch_norm_backward` can be checked numerically.
+    """
+    axes = stats.reduce_axes(dy.ndim)
+    nd, m = dy.ndim, cache.m
+    centred = cache.x - _bcast(cache.mean, nd)
+    var_eps = _bcast(cache.var + cache.eps, nd)
+    dxhat = dy * _bcast(cache.gamma, nd)
+    dvar = (dxhat * centred * -0.5 * var_eps**-1.5).sum(axis=axes)
+    dmean = (dxhat * -(var_eps**-0.5)).sum(axis=axes) + dvar * (-2.0 / m) * centred.sum(axis=axes)
+    dx = dxhat * var_eps**-0.5 + _bcast(dvar, nd) * 2.0 * centred / m + _bcast(dmean, nd) / m
+    return dx, (dy * cache.xhat).sum(axis=axes), dy.sum(axis=axes)
+
+
+def batch_norm_inference(
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    running_mean: np.ndarray,
+    running_var: np.ndarray,
+    eps: float = 1e-5,
+) -> np.ndarray:
+    """Eval-mode batch norm: the fixed affine map y = γ·(x − μ̂)/√(σ̂² + ε) + β (Alg. 2).
+
+    ``running_mean`` μ̂ and ``running_var`` σ̂² are the population estimates (the latter
+    unbiased). Because the map is affine per channel it can be folded into a preceding layer.
+    """
+    _check_x(x, gamma, eps, False, beta=beta, running_mean=running_mean, running_var=running_var)
+    nd = x.ndim
+    invstd = 1.0 / np.sqrt(np.asarray(running_var) + eps)
+    y = _bcast(gamma * invstd, nd) * (x - _bcast(running_mean, nd)) + _bcast(beta, nd)
+    return y.astype(x.dtype, copy=False)
+
+
+class BatchNorm:
+    """A NumPy batch-norm layer with ``torch.nn.BatchNorm*``'s state and running-statistics rules.
+
+    Parameters
+    ----------
+    num_features: C, the number of channels.
+    eps: added to the variance inside the square root.
+    momentum: weight α of the new batch in the running average,
+        running ← (1 − α)·running + α·batch; ``None`` gives the cumulative average α = 1/t.
+    affine: whether γ (``weight``) and β (``bias``) exist; if not they act as 1 and 0.
+    track_running_stats: whether running estimates are kept. If not, batch statistics are used
+        in eval mode too.
+
+    ``running_var`` is updated with the unbiased variance m/(m−1)·σ_B². After :meth:`backward`,
+    ``grad_weight`` and ``grad_bias`` hold dγ and dβ.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+    ) -> None:
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        self.weight = np.ones(num_features) if affine else None
+        self.bias = np.zeros(num_features) if affine else None
+        self.grad_weight: np.ndarray | None = None
+        self.grad_bias: np.ndarray | None = None
+        if track_running_stats:
+            self.running_mean: np.ndarray | None = np.zeros(num_features)
+            self.running_var: np.ndarray | None = np.ones(num_features)
+            self.num_batches_tracked: int | None = 0
+        else:
+            self.running_mean = self.running_var = self.num_batches_tracked = None
+        self.training = True
+        self._cache: BNCache | None = None  # training-mode forward, for backward
+        self._eval_cache: tuple[np.ndarray, np.ndarray] | None = None  # (x̂, γ/√(σ̂²+ε))
+
+    def train(self, mode: bool = True) -> BatchNorm:
+        """Switch to training mode (batch statistics, running estimates updated)."""
+        self.training = mode
+        return self
+
+    def eval(self) -> BatchNorm:
+        """Switch to eval mode (running estimates, if tracked)."""
+        return self.train(False)
+
+    def _gamma_beta(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.affine:
+            return self.weight, self.bias  # type: ignore[return-value]
+        return np.ones(self.num_features), np.zeros(self.num_features)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Normalize ``x: (N, C, *spatial)`` and, in training, update the running estimates."""
+        use_batch_stats = self.training or self.running_mean is None
+        check_dtype(np.issubdtype(np.asarray(x).dtype, np.floating), np.asarray(x).dtype)
+        check_input(x.shape, self.num_features, self.eps, use_batch_stats)
+        gamma, beta = self._gamma_beta()
+        if not use_batch_stats:
+            invstd = 1.0 / np.sqrt(self.running_var + self.eps)
+            xhat = (x - _bcast(self.running_mean, x.ndim)) * _bcast(invstd, x.ndim)
+            self._cache, self._eval_cache = None, (xhat, gamma * invstd)
+            return batch_norm_inference(
+                x, gamma, beta, self.running_mean, self.running_var, self.eps
+            )
+        y, self._cache = batch_norm_forward(x, gamma, beta, self.eps)
+        self._eval_cache = None
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked += 1
+            factor = stats.momentum_factor(self.momentum, self.num_batches_tracked)
+            unbiased = self._cache.var * stats.bessel(self._cache.m)
+            self.running_mean = stats.running_update(self.running_mean, self._cache.mean, factor)
+            self.running_var = stats.running_update(self.running_var, unbiased, factor)
+        return y
+
+    __call__ = forward
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """Gradient with respect to the last :meth:`forward` input; sets ``grad_weight/grad_bias``.
+
+        In eval mode the layer is a fixed affine map, so dx = γ/√(σ̂² + ε)·δ.
+        """
+        axes = stats.reduce_axes(dy.ndim)
+        if self._cache is not None:
+            dx, dgamma, dbeta = batch_norm_backward(dy, self._cache)
+        elif self._eval_cache is not None:
+            xhat, scale = self._eval_cache
+            dx = dy * _bcast(scale, dy.ndim)
+            dgamma, dbeta = (dy * xhat).sum(axis=axes), dy.sum(axis=axes)
+        else:
+            raise RuntimeError("backward() called before forward()")
+        if self.affine:
+            self.grad_weight, self.grad_bias = dgamma, dbeta
+        return dx

@@ -1,0 +1,97 @@
+"""Input validation shared by :mod:`bncore.numpy_bn` and :mod:`bncore.torch_bn`.
+
+Both implementations check their inputs at the public boundary with these functions, so a
+bad call fails the same way, with the same message, whichever backend a reader uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = ["BatchNormDTypeError", "check_dtype", "check_eps", "check_input", "check_rank"]
+
+
+class BatchNormDTypeError(TypeError, ValueError):
+    """A non-floating input. It is both a ``TypeError`` and a ``ValueError``, so either catches it."""
+
+
+def check_rank(ndim: int, allowed: Sequence[int], module: str) -> None:
+    """Raise ``ValueError`` unless the input rank is one that ``module`` accepts."""
+    if ndim not in allowed:
+        expected = " or ".join(f"{d}D" for d in allowed)
+        raise ValueError(
+            f"{module}: expected {expected} input of shape (N, C, *spatial), got {ndim}D input"
+        )
+
+
+def check_dtype(is_floating: bool, dtype: object) -> None:
+    """Raise :class:`BatchNormDTypeError` for integer or boolean input."""
+    if not is_floating:
+        raise BatchNormDTypeError(
+            f"batch norm needs a floating-point input, got dtype {dtype}; "
+            "convert it first, e.g. x.float() or x.astype(np.float32)"
+        )
+
+
+def check_eps(eps: float, training: bool) -> None:
+    """Raise ``ValueError`` for eps ≤ 0 in training (or eps < 0 anywhere).
+
+    In training a channel whose batch values are all equal has σ_B² = 0, and 1/√(σ_B² + eps) is
+    then finite only for eps > 0.
+    """
+    if eps < 0 or (training and eps == 0):
+        raise ValueError(
+            f"eps must be > 0 (it keeps 1/sqrt(var + eps) finite for constant channels), got {eps}"
+        )
+
+
+def check_input(
+    shape: Sequence[int],
+    num_features: int | None,
+    eps: float,
+    training: bool,
+    per_channel: dict[str, int | None] | None = None,
+) -> None:
+    """Check an (N, C, *spatial) input against the expected channel count and mode.
+
+    Parameters
+    ----------
+    shape:
+        The input's shape, ``(N, C, *spatial)``.
+    num_features:
+        The expected channel count C, or ``None`` to accept any.
+    eps:
+        The epsilon added to the variance.
+    training:
+        Whether batch statistics are computed (then each channel needs more than one value).
+    per_channel:
+        Names and lengths of per-channel arrays (``weight``, ``running_mean``...) that must have
+        length C; a ``None`` length means the array is absent.
+    """
+    if len(shape) < 2:
+        raise ValueError(
+            f"batch norm expects input of shape (N, C, *spatial) with at least 2 dimensions, "
+            f"got shape {tuple(shape)}"
+        )
+    channels = shape[1]
+    if num_features is not None and channels != num_features:
+        raise ValueError(
+            f"channel mismatch: expected {num_features} channels (dim 1), got input of shape "
+            f"{tuple(shape)} with {channels}"
+        )
+    for name, length in (per_channel or {}).items():
+        if length is not None and length != channels:
+            raise ValueError(
+                f"channel mismatch: {name} has {length} entries but the input has {channels} "
+                f"channels (dim 1 of shape {tuple(shape)})"
+            )
+    check_eps(eps, training)
+    values_per_channel = shape[0]
+    for s in shape[2:]:
+        values_per_channel *= s
+    if training and values_per_channel <= 1:
+        raise ValueError(
+            "expected more than 1 value per channel when training, got input of shape "
+            f"{tuple(shape)} (N·∏spatial = {values_per_channel}); a batch variance needs at least "
+            "two values, so use a larger batch or call .eval()"
+        )
