@@ -1,0 +1,76 @@
+"""Interactive "simulator" panels with a static fallback.
+
+In Jupyter a panel is a set of ipywidgets controls that re-run a small experiment and redraw its
+figure. In the rendered book (``BNCORE_WIDGETS=0``, see :func:`bncore.runtime.widgets_enabled`)
+the same experiment is drawn once over a grid of settings as small multiples, so that a reader of
+the HTML sees what the sliders would show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from bncore.runtime import widgets_enabled
+
+__all__ = ["simulator", "small_multiples"]
+
+
+def small_multiples(
+    draw: Callable[[Axes, Any, Any], None],
+    rows: tuple[str, Sequence[Any]],
+    cols: tuple[str, Sequence[Any]],
+    *,
+    panel_size: tuple[float, float] = (2.6, 2.1),
+    sharey: bool = True,
+) -> Figure:
+    """A grid of panels: ``draw(ax, row_value, col_value)`` for each pair of settings.
+
+    ``rows`` and ``cols`` are ``(name, values)``; the names label the grid's margins.
+    """
+    (rname, rvals), (cname, cvals) = rows, cols
+    fig, axes = plt.subplots(
+        len(rvals), len(cvals), squeeze=False, sharex=True, sharey=sharey,
+        figsize=(panel_size[0] * len(cvals), panel_size[1] * len(rvals)),
+    )
+    for i, rv in enumerate(rvals):
+        for j, cv in enumerate(cvals):
+            ax = axes[i, j]
+            draw(ax, rv, cv)
+            if i == 0:
+                ax.set_title(f"{cname} = {cv}", fontsize=9)
+            if j == 0:
+                ax.annotate(
+                    f"{rname} = {rv}", xy=(-0.42, 0.5), xycoords="axes fraction",
+                    rotation=90, ha="center", va="center", fontsize=9,
+                )
+    fig.tight_layout()
+    return fig
+
+
+def simulator(
+    run: Callable[..., Figure | None],
+    controls: dict[str, Any],
+    static: Callable[[], Figure],
+) -> None:
+    """Show a live panel in Jupyter, or the static fallback in the book.
+
+    Parameters
+    ----------
+    run: draws a figure for one setting, called with keyword arguments named as ``controls``.
+    controls: ipywidgets controls (or abbreviations such as ``(1, 10)`` or ``["a", "b"]``)
+        passed to ``ipywidgets.interact``.
+    static: draws the fallback figure, typically :func:`small_multiples` over the same grid.
+
+    Either way the output is displayed by the notebook (the inline backend shows the figure).
+    """
+    if not widgets_enabled():
+        static()
+        return
+    import ipywidgets
+
+    ipywidgets.interact_manual(run, **controls)

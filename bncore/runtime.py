@@ -1,0 +1,43 @@
+"""Where computations run and how they are seeded: the one place the device is chosen.
+
+Chapters call :func:`default_device` (CUDA when a GPU is present, else the CPU) and
+:func:`seed_everything` before any random draw, so every number the book prints is reproducible.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+__all__ = ["default_device", "progress_enabled", "seed_everything", "widgets_enabled"]
+
+
+def default_device() -> torch.device:
+    """``cuda`` if a GPU is available, else ``cpu``."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed Python's, NumPy's and torch's global generators; return a fresh NumPy ``Generator``."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def widgets_enabled() -> bool:
+    """Whether to show live ipywidgets panels.
+
+    True in a Jupyter session. The book build and the test suite set ``BNCORE_WIDGETS=0`` so
+    that the rendered pages carry static figures instead of widget state (which would need
+    scripts from the network).
+    """
+    return os.environ.get("BNCORE_WIDGETS", "1") != "0"
+
+
+def progress_enabled() -> bool:
+    """Whether training loops show tqdm progress bars (off when ``TQDM_DISABLE`` is set)."""
+    return os.environ.get("TQDM_DISABLE", "") in ("", "0")
