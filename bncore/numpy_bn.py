@@ -1,21 +1,21 @@
-"""Batch normalization in NumPy: the transform, its hand-derived backward, and a module.
+r"""Batch normalization in NumPy: the transform, its hand-derived backward, and a module.
 
 Layout is ``x: (N, C, *spatial)``; statistics are per channel over the m = N·∏spatial values
 of that channel (Ioffe & Szegedy 2015, Alg. 1 and §3.2). In training mode
 
 .. math::
 
-    \\mu_B = \\frac1m\\sum_i x_i,\\quad \\sigma_B^2 = \\frac1m\\sum_i (x_i-\\mu_B)^2,\\quad
-    \\hat x_i = \\frac{x_i-\\mu_B}{\\sqrt{\\sigma_B^2+\\epsilon}},\\quad y_i = \\gamma\\hat x_i+\\beta,
+    \mu_B = \frac1m\sum_i x_i,\quad \sigma_B^2 = \frac1m\sum_i (x_i-\mu_B)^2,\quad
+    \hat x_i = \frac{x_i-\mu_B}{\sqrt{\sigma_B^2+\epsilon}},\quad y_i = \gamma\hat x_i+\beta,
 
 with the *biased* variance and ε inside the square root, exactly as ``torch.nn.BatchNorm*``.
 The backward is the compact form
 
 .. math::
 
-    \\frac{\\partial\\ell}{\\partial x_i} = \\frac{\\gamma}{m\\sqrt{\\sigma_B^2+\\epsilon}}
-    \\Big(m\\,\\delta_i - \\sum_j \\delta_j - \\hat x_i \\sum_j \\delta_j \\hat x_j\\Big),
-    \\qquad \\delta_i = \\partial\\ell/\\partial y_i .
+    \frac{\partial\ell}{\partial x_i} = \frac{\gamma}{m\sqrt{\sigma_B^2+\epsilon}}
+    \Big(m\,\delta_i - \sum_j \delta_j - \hat x_i \sum_j \delta_j \hat x_j\Big),
+    \qquad \delta_i = \partial\ell/\partial y_i .
 
 NaN or Inf in a channel's input makes that channel's statistics, output and gradient NaN (as in
 torch); other channels are unaffected. Nothing is masked or repaired.

@@ -23,7 +23,7 @@ def default_device() -> torch.device:
 def seed_everything(seed: int) -> np.random.Generator:
     """Seed Python's, NumPy's and torch's global generators; return a fresh NumPy ``Generator``."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002  (libraries that draw from the global state)
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
 

@@ -1,4 +1,4 @@
-"""Per-channel statistics and the running-average rules of batch norm, in one place.
+r"""Per-channel statistics and the running-average rules of batch norm, in one place.
 
 Layout is ``x: (N, C, *spatial)``. Statistics are taken per channel ``c`` over the
 ``m = N·∏spatial`` values ``x[:, c, ...]`` (Ioffe & Szegedy 2015, §3.2 for convolutions).
@@ -7,8 +7,8 @@ The running-statistics rules are PyTorch's, which the book's code matches exactl
 
 .. math::
 
-    \\hat\\mu \\leftarrow (1-\\alpha)\\,\\hat\\mu + \\alpha\\,\\mu_B, \\qquad
-    \\hat\\sigma^2 \\leftarrow (1-\\alpha)\\,\\hat\\sigma^2 + \\alpha\\,\\tfrac{m}{m-1}\\,\\sigma_B^2,
+    \hat\mu \leftarrow (1-\alpha)\,\hat\mu + \alpha\,\mu_B, \qquad
+    \hat\sigma^2 \leftarrow (1-\alpha)\,\hat\sigma^2 + \alpha\,\tfrac{m}{m-1}\,\sigma_B^2,
 
 with ``α = momentum``, or ``α = 1/t`` after ``t`` batches when ``momentum is None`` (a cumulative
 average). Note the *unbiased* variance in the running estimate (Ioffe & Szegedy 2015, Alg. 2)

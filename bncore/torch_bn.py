@@ -1,4 +1,4 @@
-"""Batch normalization in PyTorch with a hand-written, twice-differentiable backward.
+r"""Batch normalization in PyTorch with a hand-written, twice-differentiable backward.
 
 :func:`batch_norm` has the signature and semantics of ``torch.nn.functional.batch_norm`` and
 :class:`BatchNorm1d`, :class:`BatchNorm2d`, :class:`BatchNorm3d` are drop-ins for
@@ -8,8 +8,8 @@ Layout is ``input: (N, C, *spatial)``. In training mode, per channel over m = N�
 
 .. math::
 
-    y = \\gamma\\,\\frac{x-\\mu_B}{\\sqrt{\\sigma_B^2+\\epsilon}} + \\beta,\\qquad
-    \\sigma_B^2 = \\frac1m\\sum (x-\\mu_B)^2 \\text{ (biased)},
+    y = \gamma\,\frac{x-\mu_B}{\sqrt{\sigma_B^2+\epsilon}} + \beta,\qquad
+    \sigma_B^2 = \frac1m\sum (x-\mu_B)^2 \text{ (biased)},
 
 and the running estimates move by running ← (1 − α)·running + α·batch, with the *unbiased*
 m/(m−1)·σ_B² for ``running_var`` (see :mod:`bncore.stats`). In eval mode the running estimates
@@ -19,8 +19,8 @@ The gradient is :class:`BatchNormFunction`'s explicit formula (Ioffe & Szegedy 2
 
 .. math::
 
-    \\frac{\\partial\\ell}{\\partial x} = \\frac{\\gamma}{m\\sqrt{\\sigma_B^2+\\epsilon}}
-    \\Big(m\\,\\delta - \\textstyle\\sum\\delta - \\hat x\\sum\\delta\\hat x\\Big),
+    \frac{\partial\ell}{\partial x} = \frac{\gamma}{m\sqrt{\sigma_B^2+\epsilon}}
+    \Big(m\,\delta - \textstyle\sum\delta - \hat x\sum\delta\hat x\Big),
 
 written with differentiable tensor operations on the saved input, so that autograd can
 differentiate it again (``gradgradcheck``, Hessian-vector products).
@@ -252,7 +252,7 @@ class BatchNorm1d(_BatchNorm):
 
 
 class BatchNorm2d(_BatchNorm):
-    """Batch norm over (N, C, H, W) input, per channel over N·H·W; drop-in for ``nn.BatchNorm2d``."""
+    """Batch norm over (N, C, H, W), per channel over N·H·W; drop-in for ``nn.BatchNorm2d``."""
 
     _ranks = (4,)
 

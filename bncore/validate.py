@@ -12,7 +12,7 @@ __all__ = ["BatchNormDTypeError", "check_dtype", "check_eps", "check_input", "ch
 
 
 class BatchNormDTypeError(TypeError, ValueError):
-    """A non-floating input. It is both a ``TypeError`` and a ``ValueError``, so either catches it."""
+    """A non-floating input: both a ``TypeError`` and a ``ValueError``, so either catches it."""
 
 
 def check_rank(ndim: int, allowed: Sequence[int], module: str) -> None:
