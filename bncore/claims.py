@@ -34,7 +34,7 @@ def check(claim: str, ok: bool, detail: str = "") -> None:
 def check_close(
     claim: str, measured: float, expected: float, *, rtol: float = 0.0, atol: float = 0.0
 ) -> None:
-    """Assert |measured − expected| ≤ atol + rtol·|expected|.
+    """Assert ``|measured − expected| ≤ atol + rtol·|expected|``.
 
     The tolerance should come from the statistics of the measurement (e.g. a few standard errors
     across seeds), not from whatever passed once; say in the chapter where it comes from.

@@ -61,10 +61,13 @@ def simulator(
 
     Parameters
     ----------
-    run: draws a figure for one setting, called with keyword arguments named as ``controls``.
-    controls: ipywidgets controls (or abbreviations such as ``(1, 10)`` or ``["a", "b"]``)
-        passed to ``ipywidgets.interact``.
-    static: draws the fallback figure, typically :func:`small_multiples` over the same grid.
+    run
+        Draws a figure for one setting, called with keyword arguments named as ``controls``.
+    controls
+        ipywidgets controls (or abbreviations such as ``(1, 10)`` or ``["a", "b"]``) passed to
+        ``ipywidgets.interact_manual``.
+    static
+        Draws the fallback figure, typically :func:`small_multiples` over the same grid.
 
     Either way the output is displayed by the notebook (the inline backend shows the figure).
     """

@@ -85,14 +85,19 @@ def batch_norm_forward(
 
     Parameters
     ----------
-    x: (N, C, *spatial) floating array.
-    gamma, beta: (C,) scale and shift.
-    eps: added to the biased batch variance inside the square root; must be > 0.
+    x
+        ``(N, C, *spatial)`` floating array.
+    gamma, beta
+        ``(C,)`` scale and shift.
+    eps
+        Added to the biased batch variance inside the square root; must be > 0.
 
     Returns
     -------
-    y: same shape and dtype as ``x``.
-    cache: a :class:`BNCache` for :func:`batch_norm_backward`.
+    y
+        Same shape and dtype as ``x``.
+    cache
+        A :class:`BNCache` for :func:`batch_norm_backward`.
     """
     _check_x(x, gamma, eps, True, beta=beta)
     mean, var = stats.mean_var(x)  # (C,), (C,), two-pass, biased
@@ -172,14 +177,20 @@ class BatchNorm:
 
     Parameters
     ----------
-    num_features: C, the number of channels.
-    eps: added to the variance inside the square root.
-    momentum: weight α of the new batch in the running average,
+    num_features
+        C, the number of channels.
+    eps
+        Added to the variance inside the square root.
+    momentum
+        Weight α of the new batch in the running average,
         running ← (1 − α)·running + α·batch; ``None`` gives the cumulative average α = 1/t.
-    affine: whether γ (``weight``) and β (``bias``) exist; if not they act as 1 and 0.
-    track_running_stats: whether running estimates are kept. If not, batch statistics are used
-        in eval mode too.
+    affine
+        Whether γ (``weight``) and β (``bias``) exist; if not they act as 1 and 0.
+    track_running_stats
+        Whether running estimates are kept. If not, batch statistics are used in eval mode too.
 
+    Notes
+    -----
     ``running_var`` is updated with the unbiased variance m/(m−1)·σ_B². After :meth:`backward`,
     ``grad_weight`` and ``grad_bias`` hold dγ and dβ.
     """
@@ -226,7 +237,7 @@ class BatchNorm:
         return np.ones(self.num_features), np.zeros(self.num_features)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Normalize ``x: (N, C, *spatial)`` and, in training, update the running estimates."""
+        """Normalize ``x: (N, C, *spatial)``; in training, update the running estimates."""
         use_batch_stats = self.training or self.running_mean is None
         check_dtype(np.issubdtype(np.asarray(x).dtype, np.floating), np.asarray(x).dtype)
         check_input(x.shape, self.num_features, self.eps, use_batch_stats)

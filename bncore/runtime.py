@@ -7,12 +7,20 @@ Chapters call :func:`default_device` (CUDA when a GPU is present, else the CPU) 
 from __future__ import annotations
 
 import os
+import platform
 import random
+from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 import torch
 
-__all__ = ["default_device", "progress_enabled", "seed_everything", "widgets_enabled"]
+__all__ = [
+    "default_device",
+    "environment_report",
+    "progress_enabled",
+    "seed_everything",
+    "widgets_enabled",
+]
 
 
 def default_device() -> torch.device:
@@ -41,3 +49,24 @@ def widgets_enabled() -> bool:
 def progress_enabled() -> bool:
     """Whether training loops show tqdm progress bars (off when ``TQDM_DISABLE`` is set)."""
     return os.environ.get("TQDM_DISABLE", "") in ("", "0")
+
+
+KEY_PACKAGES = (
+    "bncore", "torch", "numpy", "scikit-learn", "matplotlib", "jupyter-book", "myst-nb", "sphinx",
+)
+
+
+def environment_report() -> dict[str, str]:
+    """Python and key package versions, and the device the chapters run on (GPU or CPU)."""
+    report = {"python": platform.python_version()}
+    for name in KEY_PACKAGES:
+        try:
+            report[name] = version(name)
+        except PackageNotFoundError:
+            report[name] = "not installed"
+    device = default_device()
+    report["device"] = (
+        f"GPU: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "CPU (no GPU)"
+    )
+    report["torch threads"] = str(torch.get_num_threads())
+    return report

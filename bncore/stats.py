@@ -85,7 +85,7 @@ def mean_var(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean μ_B and *biased* variance σ_B² = (1/m)Σ(x−μ_B)², by two passes.
 
     The second pass subtracts the mean before squaring, so the result keeps its accuracy when
-    |μ| ≫ σ, where :func:`naive_mean_var` fails. Returns two arrays of shape ``(C,)``.
+    ``|μ| ≫ σ``, where :func:`naive_mean_var` fails. Returns two arrays of shape ``(C,)``.
     """
     axes = reduce_axes(x.ndim)
     xa = x.astype(_acc_dtype(x.dtype), copy=False)
@@ -98,7 +98,7 @@ def naive_mean_var(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The one-pass textbook formula σ² = E[x²] − E[x]². Shown for its failure, not for use.
 
     In floating point the two terms are both ≈ μ² and their difference cancels catastrophically
-    when |μ| ≫ σ: in float32 at μ = 1e4, σ = 1 the result can even be negative.
+    when ``|μ| ≫ σ``: in float32 at μ = 1e4, σ = 1 the result can even be negative.
     """
     axes = reduce_axes(x.ndim)
     mean = x.mean(axis=axes)

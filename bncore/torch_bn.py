@@ -128,15 +128,21 @@ def batch_norm(
 
     Parameters
     ----------
-    input: (N, C, *spatial) floating tensor.
-    running_mean, running_var: (C,) running estimates, or ``None``. In training mode, when
-        given, they are updated in place: running ← (1 − momentum)·running + momentum·batch,
-        with the unbiased batch variance for ``running_var``.
-    weight, bias: (C,) γ and β, or ``None`` for 1 and 0.
-    training: use batch statistics (and update the running estimates) if ``True``; otherwise
-        normalize with ``running_mean``/``running_var``.
-    momentum: the weight α of the new batch in the running average.
-    eps: added to the variance inside the square root.
+    input
+        ``(N, C, *spatial)`` floating tensor.
+    running_mean, running_var
+        ``(C,)`` running estimates, or ``None``. In training mode, when given, they are updated
+        in place: running ← (1 − momentum)·running + momentum·batch, with the unbiased batch
+        variance for ``running_var``.
+    weight, bias
+        ``(C,)`` γ and β, or ``None`` for 1 and 0.
+    training
+        Use batch statistics (and update the running estimates) if ``True``; otherwise
+        normalize with ``running_mean`` and ``running_var``.
+    momentum
+        The weight α of the new batch in the running average.
+    eps
+        Added to the variance inside the square root.
     """
     check_dtype(input.is_floating_point(), input.dtype)
     lengths = {
@@ -223,7 +229,7 @@ class _BatchNorm(nn.Module):
         )
 
     def forward(self, input: Tensor) -> Tensor:
-        """Normalize ``input: (N, C, *spatial)``; in training, update the running estimates."""
+        """Normalize ``input``, ``(N, C, *spatial)``; in training, update the running estimates."""
         check_rank(input.dim(), self._ranks, type(self).__name__)
         use_batch_stats = self.training or self.running_mean is None
         check_dtype(input.is_floating_point(), input.dtype)

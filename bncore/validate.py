@@ -52,19 +52,19 @@ def check_input(
     training: bool,
     per_channel: dict[str, int | None] | None = None,
 ) -> None:
-    """Check an (N, C, *spatial) input against the expected channel count and mode.
+    """Check an ``(N, C, *spatial)`` input against the expected channel count and mode.
 
     Parameters
     ----------
-    shape:
+    shape
         The input's shape, ``(N, C, *spatial)``.
-    num_features:
+    num_features
         The expected channel count C, or ``None`` to accept any.
-    eps:
+    eps
         The epsilon added to the variance.
-    training:
+    training
         Whether batch statistics are computed (then each channel needs more than one value).
-    per_channel:
+    per_channel
         Names and lengths of per-channel arrays (``weight``, ``running_mean``...) that must have
         length C; a ``None`` length means the array is absent.
     """
