@@ -9,7 +9,7 @@ HTML        := _build/html
 # Non-interactive runs: no tqdm widgets and no live ipywidgets panels in outputs.
 RUN_ENV := TQDM_DISABLE=1 BNCORE_WIDGETS=0 MPLBACKEND=Agg PYDEVD_DISABLE_FILE_VALIDATION=1
 
-.PHONY: install test lint book page lab clean
+.PHONY: install test lint book page test-browser browser-deps lab clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,11 +24,24 @@ lint: $(STAMP)
 	$(BIN)/ruff check bncore tests book
 
 test: $(STAMP) lint
-	$(RUN_ENV) $(BIN)/python -m pytest tests book --nbval-lax --nbval-cell-timeout=600 -p no:cacheprovider
+	$(RUN_ENV) $(BIN)/python -m pytest tests book -m "not browser" --nbval-lax \
+		--nbval-cell-timeout=600 -p no:cacheprovider
 
 book: $(STAMP)
 	$(RUN_ENV) $(BIN)/jupyter-book build . --builder html -W --keep-going
 	@echo "The book: $(abspath $(HTML))/index.html"
+
+# Headless Chromium over every page of the built book, offline (run `make book` first).
+test-browser: $(STAMP)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || $(MAKE) browser-deps
+	$(BIN)/python -m pytest tests/browser -m browser -p no:cacheprovider -v
+	@echo "Screenshots: $(abspath _build/screenshots)"
+
+# Debian's Chromium and its driver (the system browser, not a downloaded one).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser-deps:
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver
 
 # Build one page alone with the book's strict settings: make page PAGE=book/transform
 page: $(STAMP)

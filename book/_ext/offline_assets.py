@@ -1,4 +1,9 @@
-"""Serve MathJax from the built site instead of a CDN, so the book works with no network.
+"""Make the built pages self-contained and free of console errors.
+
+- Serve MathJax from the built site instead of a CDN, so the book works with no network.
+- Drop repeated ``<script>`` entries. sphinx-thebe registers its inline configuration once per
+  ``env-before-read-docs`` event, which Jupyter Book fires twice, and the second
+  ``const THEBE_JS_URL`` is a JavaScript ``SyntaxError`` in the browser console.
 
 MathJax 3 ships inside the ``django-static-mathjax`` wheel on PyPI (static files only, no
 dependencies). At build time its ``es5`` directory is copied to ``_static/mathjax`` and Sphinx's
@@ -31,7 +36,20 @@ def _copy_mathjax(app: Sphinx, exception: Exception | None) -> None:
         shutil.copytree(_mathjax_source(), target, dirs_exist_ok=True)
 
 
+def _dedupe_scripts(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for script in context.get("script_files", []):
+        # The same inline script comes back with filename None and with "": compare by content.
+        key = (str(script.filename or ""), repr(sorted(script.attributes.items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(script)
+    context["script_files"][:] = unique  # in place: later handlers (MathJax) append to it
+
+
 def setup(app: Sphinx) -> dict[str, object]:
     app.connect("config-inited", _use_local_mathjax)
+    app.connect("html-page-context", _dedupe_scripts, priority=100)  # before themes that stop the event
     app.connect("build-finished", _copy_mathjax)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
