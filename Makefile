@@ -2,7 +2,8 @@
 PYTHON      ?= python3
 VENV        := .venv
 BIN         := $(VENV)/bin
-CONSTRAINTS := ci/constraints.txt
+# Pinned versions for CI; `make test CONSTRAINTS=` installs the latest releases instead.
+CONSTRAINTS ?= ci/constraints.txt
 STAMP       := $(VENV)/.installed
 HTML        := _build/html
 
@@ -14,7 +15,7 @@ RUN_ENV := TQDM_DISABLE=1 BNCORE_WIDGETS=0 MPLBACKEND=Agg PYDEVD_DISABLE_FILE_VA
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[book,test]'
+	$(BIN)/python -m pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[book,test]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (bncore)"
 	touch $@
 
