@@ -8,7 +8,7 @@ STAMP       := $(VENV)/.installed
 HTML        := _build/html
 
 # Non-interactive runs: no tqdm widgets and no live ipywidgets panels in outputs.
-RUN_ENV := TQDM_DISABLE=1 BNCORE_WIDGETS=0 MPLBACKEND=Agg PYDEVD_DISABLE_FILE_VALIDATION=1
+RUN_ENV := TQDM_DISABLE=1 BNCORE_WIDGETS=0 PYDEVD_DISABLE_FILE_VALIDATION=1
 
 .PHONY: install test lint book page test-browser browser-deps lab clean
 
