@@ -1,0 +1,365 @@
+r"""Gradient checks for batch norm: centred finite differences, relative errors, Jacobians.
+
+The finite-difference helpers follow cs231n's ``gradient_check.py``: each input entry is moved by
+±h and the change of a scalar is divided by 2h,
+
+.. math::
+
+    \frac{\partial f}{\partial x_i} \approx \frac{f(x + h e_i) - f(x - h e_i)}{2h},
+
+whose error is O(h²) from truncation plus O(u/h) from rounding (u the unit roundoff), so in
+float64 with h = 1e-5 both are ~1e-10 and a correct analytic gradient agrees to a relative error
+well below 1e-7. The helpers accept NumPy arrays and torch tensors alike (the same names serve
+both implementations of the book).
+
+The rest are the measurements of the backprop and transform chapters that are more than glue:
+
+- :func:`bn_linear_grads`: loss and gradients of ``tanh(BN(u Wᵀ))`` read out linearly, for the
+  scale invariance ∂ℓ/∂(aW) = (1/a)·∂ℓ/∂W of Ioffe & Szegedy (2015), §3.3.
+- :func:`bn_jacobian` and :func:`bn_jacobian_formula`: one channel's Jacobian ∂y/∂x by autograd
+  and in closed form, γ/√(σ²+ε)·(I − 11ᵀ/m − x̂x̂ᵀ/m).
+- :func:`bn_jacobian_spectrum`: the eigenvalues of that Jacobian predicted by theory.
+- :func:`bn_fd_errors`: the backward of :mod:`bncore.numpy_bn` or :mod:`bncore.torch_bn`
+  against centred differences, for dx, dγ and dβ at once.
+- :func:`channel_norm`, :func:`channel_cosine`: per-channel norms and cosines over the
+  N·∏spatial values of each channel, for statements like "dx ⟂ x̂ in every channel".
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bncore import numpy_bn, stats, torch_bn
+
+__all__ = [
+    "bn_fd_errors",
+    "bn_jacobian",
+    "bn_jacobian_formula",
+    "bn_jacobian_spectrum",
+    "bn_linear_grads",
+    "channel_cosine",
+    "channel_norm",
+    "norm_rel_error",
+    "numerical_gradient",
+    "numerical_gradient_array",
+    "rel_error",
+]
+
+ArrayT = TypeVar("ArrayT", np.ndarray, Tensor)
+
+
+def _check_float_array(x: object, name: str) -> None:
+    if isinstance(x, Tensor):
+        ok = x.is_floating_point()
+    elif isinstance(x, np.ndarray):
+        ok = np.issubdtype(x.dtype, np.floating)
+    else:
+        raise TypeError(f"{name} must be a NumPy array or a torch tensor, got {type(x).__name__}")
+    if not ok:
+        raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
+
+
+def _to_numpy64(a: np.ndarray | Tensor | float) -> np.ndarray:
+    if isinstance(a, Tensor):
+        return a.detach().cpu().double().numpy()
+    return np.asarray(a, dtype=np.float64)
+
+
+def rel_error(a: np.ndarray | Tensor, b: np.ndarray | Tensor, floor: float = 1e-8) -> float:
+    """cs231n's relative error, the worst entry of ``|a − b| / max(floor, |a| + |b|)``.
+
+    Element-wise, so a single wrong entry shows. Entries where both values are below ``floor``
+    are compared absolutely (divided by ``floor``), which keeps roundoff on near-zero entries from
+    dominating.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ or ``floor`` is not positive.
+    """
+    a64, b64 = _to_numpy64(a), _to_numpy64(b)
+    if a64.shape != b64.shape:
+        raise ValueError(f"rel_error: shapes differ, {a64.shape} vs {b64.shape}")
+    if not floor > 0:
+        raise ValueError(f"rel_error: floor must be > 0, got {floor}")
+    if a64.size == 0:
+        return 0.0
+    return float(np.max(np.abs(a64 - b64) / np.maximum(floor, np.abs(a64) + np.abs(b64))))
+
+
+def norm_rel_error(a: np.ndarray | Tensor, b: np.ndarray | Tensor) -> float:
+    """The norm-wise relative error ‖a − b‖ / max(‖a‖, ‖b‖) (Frobenius norms), 0 if both are 0.
+
+    Insensitive to individual near-zero entries, so it is the right yardstick for "agrees to
+    roundoff" claims (two formulas for the same quantity).
+    """
+    a64, b64 = _to_numpy64(a), _to_numpy64(b)
+    if a64.shape != b64.shape:
+        raise ValueError(f"norm_rel_error: shapes differ, {a64.shape} vs {b64.shape}")
+    scale = max(np.linalg.norm(a64), np.linalg.norm(b64))
+    return float(np.linalg.norm(a64 - b64) / scale) if scale > 0 else 0.0
+
+
+def numerical_gradient(
+    f: Callable[[ArrayT], float | np.ndarray | Tensor], x: ArrayT, h: float = 1e-5
+) -> ArrayT:
+    """∇f(x) of a scalar function by centred differences, (f(x + h·e_i) − f(x − h·e_i)) / 2h.
+
+    Parameters
+    ----------
+    f
+        Takes an array shaped like ``x`` and returns a scalar (a float, or a one-element array
+        or tensor). It is called 2·x.size times on a private copy of ``x``; for torch inputs
+        it runs under ``torch.no_grad()``.
+    x
+        Floating NumPy array or torch tensor; it is not modified.
+    h
+        The step, > 0. 1e-5 suits float64; float32 needs ~1e-2 and is much less accurate.
+
+    Returns
+    -------
+    The gradient, of ``x``'s type, shape and dtype.
+    """
+    _check_float_array(x, "x")
+    if not h > 0:
+        raise ValueError(f"numerical_gradient: the step h must be > 0, got {h}")
+    is_torch = isinstance(x, Tensor)
+    xc = x.detach().clone().contiguous() if is_torch else np.array(x, copy=True, order="C")
+    flat = xc.view(-1) if is_torch else xc.reshape(-1)  # a view: writes go into xc
+    grad = torch.zeros_like(flat) if is_torch else np.zeros_like(flat)
+    ctx = torch.no_grad() if is_torch else contextlib.nullcontext()
+    with ctx:
+        for i in range(flat.shape[0]):
+            old = float(flat[i])
+            flat[i] = old + h
+            f_plus = float(f(xc))
+            flat[i] = old - h
+            f_minus = float(f(xc))
+            flat[i] = old
+            grad[i] = (f_plus - f_minus) / (2.0 * h)
+    return grad.reshape(x.shape)
+
+
+def numerical_gradient_array(
+    f: Callable[[ArrayT], ArrayT], x: ArrayT, dout: ArrayT, h: float = 1e-5
+) -> ArrayT:
+    """The vector-Jacobian product (∂f/∂x)ᵀ·dout by centred differences.
+
+    This is the gradient of the scalar Σ f(x)·dout, i.e. what a layer's backward returns when
+    the loss's gradient with respect to its output is ``dout`` (cs231n's
+    ``eval_numerical_gradient_array``).
+
+    Raises
+    ------
+    ValueError
+        If ``f(x)`` and ``dout`` have different shapes.
+    """
+    _check_float_array(dout, "dout")
+    with torch.no_grad() if isinstance(x, Tensor) else contextlib.nullcontext():
+        out_shape = tuple(f(x).shape)
+    if out_shape != tuple(dout.shape):
+        raise ValueError(
+            f"numerical_gradient_array: f(x) has shape {out_shape} but dout has shape "
+            f"{tuple(dout.shape)}; they must match"
+        )
+    return numerical_gradient(lambda z: (f(z) * dout).sum(), x, h)
+
+
+def channel_norm(a: np.ndarray | Tensor) -> np.ndarray:
+    """Per-channel Euclidean norm ‖a[:, c, ...]‖ over the m = N·∏spatial values, shape ``(C,)``.
+
+    ``a`` is ``(N, C, *spatial)`` (NumPy or torch); the result is a float64 NumPy array.
+    """
+    a64 = _to_numpy64(a)
+    if a64.ndim < 2:
+        raise ValueError(f"channel_norm: expected (N, C, *spatial), got shape {a64.shape}")
+    return np.sqrt(np.square(a64).sum(axis=stats.reduce_axes(a64.ndim)))
+
+
+def channel_cosine(a: np.ndarray | Tensor, b: np.ndarray | Tensor | float) -> np.ndarray:
+    """Per-channel cosine ⟨a_c, b_c⟩ / (‖a_c‖‖b_c‖) over the m values of each channel, ``(C,)``.
+
+    ``b`` may be a scalar, broadcast to ``a``'s shape: ``channel_cosine(dx, 1.0)`` is the
+    cosine between each channel of dx and the all-ones vector 1. A channel where either vector
+    is zero gives 0.
+    """
+    a64 = _to_numpy64(a)
+    b64 = np.broadcast_to(_to_numpy64(b), a64.shape)
+    if a64.ndim < 2:
+        raise ValueError(f"channel_cosine: expected (N, C, *spatial), got shape {a64.shape}")
+    inner = (a64 * b64).sum(axis=stats.reduce_axes(a64.ndim))
+    denom = channel_norm(a64) * channel_norm(b64)
+    return np.divide(inner, denom, out=np.zeros_like(inner), where=denom > 0)
+
+
+def bn_fd_errors(
+    x: ArrayT,
+    gamma: ArrayT,
+    beta: ArrayT,
+    dy: ArrayT,
+    eps: float = 1e-5,
+    h: float = 1e-4,
+    metric: str = "cs231n",
+) -> dict[str, float]:
+    """Relative errors of a training-mode BN backward against centred differences.
+
+    For NumPy inputs the analytic gradients are :func:`bncore.numpy_bn.batch_norm_backward`'s,
+    for torch inputs they come from autograd through :func:`bncore.torch_bn.batch_norm`. The
+    numerical ones are :func:`numerical_gradient_array` of the forward with upstream gradient
+    ``dy``, with respect to ``x``, ``gamma`` and ``beta`` in turn.
+
+    ``metric="cs231n"`` compares them with :func:`rel_error` (worst entry), ``"norm"`` with
+    :func:`norm_rel_error`. The entry-wise metric is sensitive to entries of the gradient that
+    happen to be near zero: an entry of 1e-6 computed to an absolute 1e-12 already scores 1e-6.
+
+    Returns
+    -------
+    ``{"dx": ..., "dgamma": ..., "dbeta": ...}``.
+    """
+    if metric not in ("cs231n", "norm"):
+        raise ValueError(f"bn_fd_errors: metric must be 'cs231n' or 'norm', got {metric!r}")
+    compare = rel_error if metric == "cs231n" else norm_rel_error
+    if isinstance(x, Tensor):
+
+        def forward(xx: Tensor, gg: Tensor, bb: Tensor) -> Tensor:
+            return torch_bn.batch_norm(xx, None, None, gg, bb, True, 0.1, eps)
+
+        leaves = [t.detach().clone().requires_grad_(True) for t in (x, gamma, beta)]
+        analytic = torch.autograd.grad(forward(*leaves), leaves, dy)
+    else:
+
+        def forward(xx: np.ndarray, gg: np.ndarray, bb: np.ndarray) -> np.ndarray:
+            return numpy_bn.batch_norm_forward(xx, gg, bb, eps)[0]
+
+        cache = numpy_bn.batch_norm_forward(x, gamma, beta, eps)[1]
+        analytic = numpy_bn.batch_norm_backward(dy, cache)
+    numeric = (
+        numerical_gradient_array(lambda z: forward(z, gamma, beta), x, dy, h),
+        numerical_gradient_array(lambda z: forward(x, z, beta), gamma, dy, h),
+        numerical_gradient_array(lambda z: forward(x, gamma, z), beta, dy, h),
+    )
+    return {
+        name: compare(num, ana)
+        for name, num, ana in zip(("dx", "dgamma", "dbeta"), numeric, analytic, strict=True)
+    }
+
+
+def bn_linear_grads(
+    u: Tensor, weight: Tensor, readout: Tensor, eps: float = 1e-5
+) -> tuple[float, Tensor, Tensor, Tensor]:
+    r"""Loss and gradients of a linear layer followed by training-mode batch norm.
+
+    With z = u Wᵀ, y = BN(z) (per column, over the batch, γ = 1, β = 0, by
+    :func:`bncore.torch_bn.batch_norm`) and the loss ℓ = Σ R ⊙ tanh(y) for a fixed readout R,
+
+    .. math::
+
+        \ell(W) = \sum_{n,c} R_{nc}\,\tanh\big(\mathrm{BN}(u W^\top)_{nc}\big).
+
+    Ioffe & Szegedy (2015, §3.3) note that BN((aW)u) = BN(Wu) for a scalar a > 0, hence
+    ∂ℓ/∂u is unchanged and ∂ℓ/∂(aW) = (1/a)·∂ℓ/∂W. With ε > 0 these hold exactly only with ε
+    replaced by ε/a², since BN_ε(a z) = BN_{ε/a²}(z).
+
+    Parameters
+    ----------
+    u
+        ``(N, d_in)`` layer input.
+    weight
+        ``(C, d_in)`` weight W (already scaled by a, if you are testing scale invariance).
+    readout
+        ``(N, C)`` fixed readout R.
+    eps
+        BN's ε.
+
+    Returns
+    -------
+    ``(loss, y, grad_weight, grad_u)``: the loss as a float, the BN output ``(N, C)``, and
+    ∂ℓ/∂W ``(C, d_in)`` and ∂ℓ/∂u ``(N, d_in)``, all detached.
+    """
+    if u.dim() != 2 or weight.dim() != 2 or u.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"bn_linear_grads: need u (N, d_in) and weight (C, d_in), got {tuple(u.shape)} and "
+            f"{tuple(weight.shape)}"
+        )
+    if readout.shape != (u.shape[0], weight.shape[0]):
+        raise ValueError(
+            f"bn_linear_grads: readout must have shape (N, C) = {(u.shape[0], weight.shape[0])}, "
+            f"got {tuple(readout.shape)}"
+        )
+    u = u.detach().clone().requires_grad_(True)
+    w = weight.detach().clone().requires_grad_(True)
+    y = torch_bn.batch_norm(u @ w.T, None, None, training=True, eps=eps)
+    loss = (readout * torch.tanh(y)).sum()
+    grad_w, grad_u = torch.autograd.grad(loss, (w, u))
+    return float(loss.detach()), y.detach(), grad_w, grad_u
+
+
+def _check_channel(x: Tensor) -> None:
+    if x.dim() != 1 or x.shape[0] < 2:
+        raise ValueError(
+            f"expected one channel's m >= 2 values as a 1-D tensor, got shape {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"x must have a floating dtype, got {x.dtype}")
+
+
+def bn_jacobian(x: Tensor, gamma: float = 1.0, eps: float = 1e-5) -> Tensor:
+    """The Jacobian ∂y/∂x ``(m, m)`` of training-mode BN on one channel, by autograd.
+
+    ``x`` holds one channel's m values (shape ``(m,)``); BN is
+    :func:`bncore.torch_bn.batch_norm` on the ``(m, 1)`` input with weight γ and no bias
+    (β does not enter the Jacobian). Uses ``torch.autograd.functional.jacobian``, i.e. m
+    backward passes through the hand-written backward.
+    """
+    _check_channel(x)
+    m = x.shape[0]
+    weight = torch.full((1,), float(gamma), dtype=x.dtype, device=x.device)
+    return torch.autograd.functional.jacobian(
+        lambda v: torch_bn.batch_norm(v.reshape(m, 1), None, None, weight, None, True, 0.1, eps)
+        .reshape(m),
+        x.detach(),
+    )
+
+
+def bn_jacobian_formula(x: Tensor, gamma: float = 1.0, eps: float = 1e-5) -> Tensor:
+    r"""The same Jacobian in closed form (the compact backward written as a matrix):
+
+    .. math::
+
+        J = \frac{\partial y}{\partial x} = \frac{\gamma}{\sqrt{\sigma_B^2+\epsilon}}
+        \Big(I - \tfrac1m \mathbf 1\mathbf 1^\top - \tfrac1m \hat x\hat x^\top\Big),
+
+    with σ_B² the biased batch variance and x̂ the normalized values. J is symmetric.
+    """
+    _check_channel(x)
+    x = x.detach()
+    m = x.shape[0]
+    mean = x.mean()
+    var = (x - mean).square().mean()
+    invstd = torch.rsqrt(var + eps)
+    xhat = (x - mean) * invstd
+    eye = torch.eye(m, dtype=x.dtype, device=x.device)
+    ones = torch.full((m, m), 1.0 / m, dtype=x.dtype, device=x.device)
+    return gamma * invstd * (eye - ones - torch.outer(xhat, xhat) / m)
+
+
+def bn_jacobian_spectrum(m: int, var: float, gamma: float = 1.0, eps: float = 1e-5) -> np.ndarray:
+    r"""The eigenvalues of :func:`bn_jacobian_formula`, ascending, predicted by theory.
+
+    With s = 1/√(σ²+ε), J = γs·(I − 11ᵀ/m − x̂x̂ᵀ/m). Because Σx̂ = 0 the vectors 1 and x̂ are
+    orthogonal, and ‖x̂‖² = m·σ²/(σ²+ε). So J has eigenvalue 0 on 1, γs·ε/(σ²+ε) on x̂, and
+    γs on the (m − 2)-dimensional complement. Returns ``(m,)`` values for γ ≥ 0.
+    """
+    if m < 2:
+        raise ValueError(f"bn_jacobian_spectrum: need m >= 2 values per channel, got {m}")
+    if var < 0 or eps <= 0:
+        raise ValueError(f"bn_jacobian_spectrum: need var >= 0 and eps > 0, got {var}, {eps}")
+    s = 1.0 / np.sqrt(var + eps)
+    values = np.array([0.0, gamma * s * eps / (var + eps)] + [gamma * s] * (m - 2))
+    return np.sort(values)
