@@ -44,11 +44,13 @@ browser-deps:
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver
 
-# Build one page alone with the book's strict settings: make page PAGE=book/transform
+# Build one page (plus the bibliography its citations link to) with the book's strict settings:
+# make page PAGE=book/transform
 page: $(STAMP)
 	@test -n "$(PAGE)" || { echo "usage: make page PAGE=book/<chapter>"; exit 2; }
 	mkdir -p _build/pages/$(notdir $(PAGE))
-	printf 'format: jb-book\nroot: $(PAGE)\n' > _build/pages/$(notdir $(PAGE))/_toc.yml
+	printf 'format: jb-book\nroot: $(PAGE)\nchapters:\n  - file: book/bibliography\n' \
+		> _build/pages/$(notdir $(PAGE))/_toc.yml
 	$(RUN_ENV) $(BIN)/jupyter-book build . --builder html -W --keep-going \
 		--toc _build/pages/$(notdir $(PAGE))/_toc.yml --path-output _build/pages/$(notdir $(PAGE))
 
