@@ -136,7 +136,7 @@ def moments_series(
 @dataclass
 class Drift:
     """How much per-unit moments move between consecutive records, averaged over units and
-    records: ``mean_change`` = avg |μ_{t+1} − μ_t|, ``std_change`` = avg |σ_{t+1} − σ_t|."""
+    records: ``mean_change`` = avg ``|μ_{t+1} − μ_t|``, ``std_change`` = avg ``|σ_{t+1} − σ_t|``."""
 
     mean_change: float
     std_change: float
@@ -161,8 +161,8 @@ def noise_drift_theory(mean_scale: float, std_scale: float) -> Drift:
     r"""The drift that :class:`~bncore.nets.NoisyBatchNorm`'s noise alone causes between two
     steps: for independent U, U′ ~ U(0, w), E|U − U′| = w/3. So the shift b ~ U(−a, a) moves a
     unit's mean by 2a/3 on average, and the scale s ~ U(1, k) moves a unit-variance BN output's
-    std by (k − 1)/3 (for γ = 1, β = 0; with learned γ, β these are scaled by |γ| and shifted by
-    β·|s − s′|)."""
+    std by (k − 1)/3 (for γ = 1, β = 0; with learned γ, β these are scaled by ``|γ|`` and shifted by
+    ``β·|s − s′|``)."""
     if mean_scale < 0 or std_scale < 1:
         raise ValueError(f"need mean_scale >= 0 and std_scale >= 1, got {mean_scale}, {std_scale}")
     return Drift(2 * mean_scale / 3, (std_scale - 1) / 3)
