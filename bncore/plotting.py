@@ -74,3 +74,133 @@ def band(
     ax.plot(x, np.median(samples, axis=0), color=color, label=label)
 
 
+
+
+# --- Smoothing chapter (Santurkar et al. 2018, Fig. 4; Bjorck et al. 2018): landscape figures ---
+
+
+def landscape_figure(traces: dict[str, list]) -> mpl.figure.Figure:
+    """Santurkar et al. (2018), Fig. 4, for ``traces = {norm: [ProbeTrace per seed]}``
+    (:class:`bncore.landscape.ProbeTrace`).
+
+    Three panels over training steps: (a) the range of L(θ − ηg) over the step sizes η (and
+    seeds) around the median, (b) the range of ‖∇L(θ) − ∇L(θ − ηg)‖, (c) the effective
+    β-smoothness, with the range over seeds shaded. Colours from :data:`NORM_COLORS`.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.3))
+    for norm, runs in traces.items():
+        color, label = NORM_COLORS.get(norm, "k"), NORM_LABELS.get(norm, norm)
+        step = runs[0].step
+        losses = np.concatenate([r.losses.T for r in runs])  # (seeds·K, P)
+        change = np.concatenate([r.grad_change.T for r in runs])
+        beta = np.stack([r.beta for r in runs])  # (seeds, P)
+        band(axes[0], step, losses, color=color, label=label)
+        band(axes[1], step, change, color=color, label=label)
+        band(axes[2], step, beta, color=color, label=label)
+    titles = ("(a) loss along the gradient", "(b) gradient predictiveness",
+              "(c) effective β-smoothness")
+    ylabels = (r"$L(\theta-\eta g)$", r"$\|\nabla L(\theta)-\nabla L(\theta-\eta g)\|$",
+               r"$\max_\eta \|\Delta\nabla L\| / \|\eta g\|$")
+    for ax, t, yl in zip(axes, titles, ylabels, strict=True):
+        ax.set_title(t)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(yl)
+        ax.set_yscale("log")
+    axes[0].legend(loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def lr_sweep_figure(sweeps: dict, *, threshold: float | None = None) -> mpl.figure.Figure:
+    """Final test accuracy against the learning rate for ``sweeps = {norm: LRSweep}``
+    (:class:`bncore.landscape.LRSweep`).
+
+    The median over seeds is drawn with the min–max range shaded; crosses mark diverged runs
+    and dotted verticals the largest rate at which every seed trained.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    for norm, sw in sweeps.items():
+        color, label = NORM_COLORS.get(norm, "k"), NORM_LABELS.get(norm, norm)
+        band(ax, sw.lrs, sw.acc, color=color, label=label)
+        ax.plot(sw.lrs, sw.acc.T, ".", color=color, alpha=0.5, markersize=4)
+        s_idx, l_idx = np.nonzero(sw.diverged)
+        if s_idx.size:
+            ax.plot(sw.lrs[l_idx], np.zeros(l_idx.size), "x", color=color, markersize=6)
+        best = sw.largest_stable_lr()
+        if np.isfinite(best):
+            ax.axvline(best, color=color, linestyle=":", linewidth=1.2)
+    level = threshold if threshold is not None else next(iter(sweeps.values())).threshold
+    ax.axhline(level, color="0.5", linewidth=0.8, linestyle="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate η")
+    ax.set_ylabel("final test accuracy")
+    ax.set_ylim(-0.03, 1.03)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def draw_landscape_run(ax: Axes, trace: object, norm: str) -> mpl.figure.Figure:
+    """One run's training loss L(θ_t) with the range of L(θ_t − ηg_t) over η shaded.
+
+    Used by the smoothing chapter's simulator (live panel and static small multiples);
+    returns the axes' figure. A diverged run is drawn up to its last probe, and a cross at the
+    top of the panel marks the step where it blew up.
+    """
+    color, label = NORM_COLORS.get(norm, "k"), NORM_LABELS.get(norm, norm)
+    ax.fill_between(trace.step, trace.losses.min(axis=1), trace.losses.max(axis=1),
+                    color=color, alpha=0.25, linewidth=0)
+    ax.plot(trace.step, trace.loss0, color=color, label=label)
+    if trace.diverged:  # a cross at the top of the panel where the run blew up
+        ax.plot(trace.last_step, 0.93, "x", color=color, markersize=8, mew=2,
+                transform=ax.get_xaxis_transform(), clip_on=False)
+    ax.set_yscale("log")
+    return ax.figure
+
+
+__all__ += ["draw_landscape_run", "landscape_figure", "lr_sweep_figure"]
+
+
+# --- residual chapter (bncore.resnets, bncore.signal_prop) ---
+
+
+def draw_stream_variance(
+    ax: Axes,
+    variant: str,
+    depth: int,
+    alpha: float | None = None,
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    width: int = 64,
+    batch_size: int = 64,
+) -> mpl.figure.Figure:
+    """Measured E[x_ℓ²] of fresh residual MLPs (one line per seed) against the prediction of
+    :func:`bncore.theory.residual_stream_variance`, on a log axis; returns the axes' figure.
+
+    Used by the residual chapter's SkipInit-α simulator (live panel and small multiples).
+    """
+    from bncore.signal_prop import signal_propagation_seeds
+    from bncore.theory import residual_stream_variance
+
+    sp = signal_propagation_seeds(variant, list(seeds), width=width, depth=depth,
+                                  batch_size=batch_size, alpha=alpha)
+    q = sp.second_moment
+    ell = np.arange(depth + 1)
+    color = NORM_COLORS.get(variant, "k")
+    ax.plot(ell, q.T, color=color, alpha=0.6, linewidth=1.0)
+    pred = residual_stream_variance(depth, variant, alpha=alpha, input_var=float(q[:, 0].mean()))
+    ax.plot(ell, pred, "--", color=NORM_COLORS["theory"], linewidth=1.2)
+    ax.set_yscale("log")
+    # At least a factor 2 either side of the input, so that a flat stream is not zoomed into
+    # its float noise; label decades only.
+    ax.set_ylim(min(0.5, 0.8 * float(q.min())), max(2.0, 1.25 * float(q.max())))
+    ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
+    ax.set_xlabel("block ℓ")
+    return ax.figure
+
+
+__all__ += ["draw_stream_variance"]

@@ -50,6 +50,7 @@ def _dedupe_scripts(app: Sphinx, pagename: str, templatename: str, context: dict
 
 def setup(app: Sphinx) -> dict[str, object]:
     app.connect("config-inited", _use_local_mathjax)
-    app.connect("html-page-context", _dedupe_scripts, priority=100)  # before themes that stop the event
+    # Priority 100: run before theme handlers, which may end this first-result event.
+    app.connect("html-page-context", _dedupe_scripts, priority=100)
     app.connect("build-finished", _copy_mathjax)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
