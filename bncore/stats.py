@@ -112,8 +112,8 @@ def welford_mean_var(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     For each new value v (k-th so far): δ = v − μ, μ += δ/k, M₂ += δ·(v − μ); then σ² = M₂/m.
     The loop runs over the m values, vectorized over channels.
     """
-    dtype = x.dtype
-    values = np.moveaxis(x, 1, -1).reshape(-1, x.shape[1])  # (m, C)
+    dtype = _acc_dtype(x.dtype)
+    values = np.moveaxis(x, 1, -1).reshape(-1, x.shape[1]).astype(dtype)  # (m, C)
     mean = np.zeros(x.shape[1], dtype=dtype)
     m2 = np.zeros(x.shape[1], dtype=dtype)
     for k, v in enumerate(values, start=1):

@@ -167,7 +167,8 @@ def batch_norm(
 class _BatchNorm(nn.Module):
     """Shared state and forward of :class:`BatchNorm1d`, :class:`BatchNorm2d`, :class:`BatchNorm3d`.
 
-    Parameters ``weight`` (γ, init 1) and ``bias`` (β, init 0) exist when ``affine``; buffers
+    Parameters ``weight`` (γ, init 1) and ``bias`` (β, init 0) exist when ``affine`` (``bias``
+    only if also ``bias=True``, as in torch ≥ 2.13); buffers
     ``running_mean`` (init 0), ``running_var`` (init 1) and ``num_batches_tracked`` exist when
     ``track_running_stats``; the names match ``torch.nn.BatchNorm*`` so state dicts load both ways.
     """
@@ -183,6 +184,8 @@ class _BatchNorm(nn.Module):
         track_running_stats: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
@@ -193,7 +196,10 @@ class _BatchNorm(nn.Module):
         self.track_running_stats = track_running_stats
         if affine:
             self.weight = nn.Parameter(torch.ones(num_features, **factory))
-            self.bias = nn.Parameter(torch.zeros(num_features, **factory))
+            if bias:
+                self.bias = nn.Parameter(torch.zeros(num_features, **factory))
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -218,14 +224,16 @@ class _BatchNorm(nn.Module):
     def reset_parameters(self) -> None:
         """γ = 1, β = 0 and fresh running statistics."""
         self.reset_running_stats()
-        if self.affine:
+        if self.weight is not None:
             nn.init.ones_(self.weight)
+        if self.bias is not None:
             nn.init.zeros_(self.bias)
 
     def extra_repr(self) -> str:  # noqa: D102
         return (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-            f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+            f"affine={self.affine}, bias={self.bias is not None}, "
+            f"track_running_stats={self.track_running_stats}"
         )
 
     def forward(self, input: Tensor) -> Tensor:

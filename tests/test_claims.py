@@ -1,0 +1,90 @@
+"""``bncore.claims``: a claim that holds prints one ✓ line; one that does not raises
+:class:`ClaimError` (an ``AssertionError``) with the measured and the expected value; NaN never
+passes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bncore.claims import ClaimError, check, check_between, check_close, check_less, glue
+
+
+def test_claim_error_is_an_assertion_error():
+    assert issubclass(ClaimError, AssertionError)
+
+
+def test_check_close_passes_within_tolerance_and_prints_both_values(capsys):
+    check_close("lambda matches theory", 1.02, 1.0, rtol=0.05)
+    out = capsys.readouterr().out
+    assert out.startswith("✓ lambda matches theory") and out.count("\n") == 1
+    assert "measured 1.02" in out and "expected 1" in out
+
+
+def test_check_close_raises_with_measured_and_expected_in_message():
+    with pytest.raises(ClaimError, match=r"✗ lambda matches theory: measured 1\.5, expected 1\b"):
+        check_close("lambda matches theory", 1.5, 1.0, rtol=0.1)
+
+
+def test_check_close_bound_is_atol_plus_rtol_times_expected():
+    # |2.75 − 2| = 0.75 = atol 0.25 + rtol 0.25·2, exactly representable: the edge passes
+    check_close("on the edge", 2.75, 2.0, rtol=0.25, atol=0.25)
+    with pytest.raises(ClaimError, match=r"> 0\.75"):
+        check_close("just beyond", math.nextafter(2.75, 3.0), 2.0, rtol=0.25, atol=0.25)
+    with pytest.raises(ClaimError):  # zero tolerance by default
+        check_close("default is exact", 1.0 + 1e-12, 1.0)
+
+
+@pytest.mark.parametrize("measured, expected", [(math.nan, 1.0), (1.0, math.nan),
+                                                (math.nan, math.nan)])
+def test_check_close_fails_on_nan(measured, expected):
+    with pytest.raises(ClaimError, match="nan"):
+        check_close("nan never passes", measured, expected, rtol=1e9, atol=1e9)
+
+
+def test_check_close_accepts_numpy_and_torch_scalars(capsys):
+    check_close("numpy scalar", np.float32(0.5), torch.tensor(0.5), atol=1e-7)
+    assert capsys.readouterr().out.startswith("✓")
+
+
+def test_check_passes_and_fails_with_detail(capsys):
+    check("signs agree", True, "3 of 3")
+    assert capsys.readouterr().out == "✓ signs agree (3 of 3)\n"
+    with pytest.raises(ClaimError, match=r"✗ signs agree \(1 of 3\)"):
+        check("signs agree", False, "1 of 3")
+
+
+def test_check_less_is_strict_and_reports_both_values(capsys):
+    check_less("error below 1e-7", 3e-9, 1e-7)
+    assert "3e-09 < 1e-07" in capsys.readouterr().out
+    with pytest.raises(ClaimError, match=r"error below 1e-7: 1e-07 is not < 1e-07"):
+        check_less("error below 1e-7", 1e-7, 1e-7)
+    with pytest.raises(ClaimError, match=r"2 is not < 1"):
+        check_less("two below one", 2.0, 1.0)
+
+
+def test_check_less_fails_on_nan():
+    with pytest.raises(ClaimError, match="nan is not < 1"):
+        check_less("nan never passes", math.nan, 1.0)
+
+
+def test_check_between_is_inclusive_and_reports_the_interval(capsys):
+    check_between("at the low end", 1.0, 1.0, 2.0)
+    check_between("at the high end", 2.0, 1.0, 2.0)
+    assert capsys.readouterr().out.count("✓") == 2
+    with pytest.raises(ClaimError, match=r"2\.5 is outside \[1, 2\]"):
+        check_between("in range", 2.5, 1.0, 2.0)
+    with pytest.raises(ClaimError, match=r"0\.5 is outside \[1, 2\]"):
+        check_between("in range", 0.5, 1.0, 2.0)
+
+
+def test_check_between_fails_on_nan():
+    with pytest.raises(ClaimError, match="nan is outside"):
+        check_between("nan never passes", math.nan, -math.inf, math.inf)
+
+
+def test_glue_returns_its_value():
+    assert glue("test_claims_value", 0.25) == 0.25
