@@ -204,3 +204,95 @@ def draw_stream_variance(
 
 
 __all__ += ["draw_stream_variance"]
+
+
+# --- gradient-explosion chapter (bncore.explosion, bncore.theory) ---
+
+ACTIVATION_COLORS: dict[str, str] = {"linear": "#ff7f0e", "relu": "#1f77b4", "tanh": "#2ca02c"}
+
+
+def plot_gradient_profile(
+    ax: Axes,
+    profile: object,
+    *,
+    which: str = "weight",
+    rate: float | None = None,
+    color: str | None = None,
+    label: str | None = None,
+) -> Axes:
+    """Per-layer squared gradient norms of a :class:`bncore.explosion.GradientProfile`.
+
+    One thin line per network, their geometric mean in bold, and (if ``rate`` is given) the
+    theory's slope, a line ∝ rate^(−l) through the geometric mean at the middle layer.
+    """
+    layers, sq = profile.norms(which)  # type: ignore[attr-defined]
+    color = color or ACTIVATION_COLORS.get(profile.activation, "k")  # type: ignore[attr-defined]
+    gmean = np.exp(np.log(sq).mean(axis=0))
+    ax.plot(layers, sq.T, color=color, alpha=0.3, linewidth=0.8)
+    ax.plot(layers, gmean, color=color, linewidth=1.8, label=label)
+    if rate is not None:
+        mid = len(layers) // 2
+        line = gmean[mid] * float(rate) ** (layers[mid] - layers)
+        ax.plot(layers, line, "--", color=NORM_COLORS["theory"], linewidth=1.1)
+    ax.set_yscale("log")
+    ax.set_xlabel("layer $l$")
+    return ax
+
+
+def draw_gradient_profile(
+    ax: Axes,
+    batch_size: int,
+    activation: str,
+    *,
+    depth: int = 50,
+    eps: float = 1e-5,
+    width: int = 256,
+    seeds: Sequence[int] = (0, 1, 2),
+) -> mpl.figure.Figure:
+    """Simulate fresh BN MLPs (:func:`bncore.explosion.simulate`) and draw their weight-gradient
+    profiles against Yang et al.'s rate (ε → 0; linear and ReLU only); returns the figure.
+
+    The measured rate (fit over the middle three fifths of the layers) is written in the
+    panel. Used by the gradient-explosion chapter's simulator (live panel and small multiples).
+    """
+    import torch
+
+    from bncore.explosion import simulate
+    from bncore.theory import gradient_explosion_rate
+
+    dtype = torch.float64 if eps >= 0.05 else torch.float32  # large eps: tiny norms
+    prof = simulate(batch_size, activation=activation, width=width, depth=depth, eps=eps,
+                    seeds=seeds, dtype=dtype)
+    theory = (gradient_explosion_rate(batch_size, activation)
+              if activation in ("linear", "relu") and batch_size >= 4 else None)
+    plot_gradient_profile(ax, prof, rate=theory)
+    skip = max(1, depth // 5)
+    fit = prof.fit("weight", skip=(skip, skip))
+    text = f"measured λ = {fit.rate:.3f}"
+    if theory is not None:
+        text += f"\ntheory (ε→0) λ = {theory:.3f}"
+    ax.text(0.97, 0.95, text, transform=ax.transAxes, ha="right", va="top", fontsize=8)
+    ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
+    return ax.figure
+
+
+def gradient_profile_figure(
+    batch_size: int = 16, depth: int = 50, eps: float = 1e-5, activation: str = "relu"
+) -> mpl.figure.Figure:
+    """One panel of :func:`draw_gradient_profile`, titled; the live simulator's ``run``."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    draw_gradient_profile(ax, batch_size, activation, depth=depth, eps=eps)
+    ax.set_ylabel(r"$\|\partial L/\partial W^l\|_F^2$")
+    ax.set_title(f"{activation}, B = {batch_size}, ε = {eps:g}: dashed = theory slope")
+    fig.tight_layout()
+    return fig
+
+
+__all__ += [
+    "ACTIVATION_COLORS",
+    "draw_gradient_profile",
+    "gradient_profile_figure",
+    "plot_gradient_profile",
+]

@@ -262,14 +262,14 @@ def residual_stream_variance(
 
     - ``"bn"``: r = W₂ ReLU(BN(W₁ ReLU(BN(x)))). BN's output has unit second moment whatever
       q_{ℓ−1} is, so E[r²] = 1 and q_ℓ = q_0 + ℓ: the variance grows like ℓ + 1, and block ℓ's
-      branch contributes 1/(ℓ + 1) of it (De & Smith 2020, §2, "normalized residual networks").
+      branch contributes 1/(ℓ + 1) of it (De & Smith 2020, normalized residual networks).
       With BN's ε the 1 is σ²/(σ² + ε), which differs from 1 by ~ε.
     - ``"none"``: r = W₂ ReLU(W₁ ReLU(x)); both ReLU→He pairs preserve the second moment, so
-      E[r²] = q_{ℓ−1} and q_ℓ = 2·q_{ℓ−1} = 2^ℓ q_0 (De & Smith 2020, §2, "unnormalized
-      residual networks"). Exact in expectation over the weights for a symmetric input; in a
+      E[r²] = q_{ℓ−1} and q_ℓ = 2·q_{ℓ−1} = 2^ℓ q_0 (De & Smith 2020, unnormalized
+      residual networks). Exact in expectation over the weights for a symmetric input; in a
       finite network the stream is only approximately symmetric (mean-field approximation).
     - ``"skipinit"``: r = α·f(x) with f the unnormalized branch, so q_ℓ = (1 + α²)·q_{ℓ−1}
-      = (1 + α²)^ℓ q_0 (De & Smith 2020, §3). At SkipInit's α = 0 every block is the identity
+      = (1 + α²)^ℓ q_0 (De & Smith 2020, SkipInit). At SkipInit's α = 0 every block is the identity
       and q_ℓ = q_0 exactly; α ≲ 1/√L keeps (1 + α²)^L ≤ e.
     - ``"fixup"``: the last layer of every branch is zero (Zhang et al. 2019, §3), so q_ℓ = q_0.
     - ``"nf"``: r = α·f(x/β_ℓ) with β_ℓ² = 1 + (ℓ−1)α² the *predicted* Var(x_{ℓ−1}) and f
@@ -306,7 +306,7 @@ def residual_stream_variance(
 def bn_branch_fraction(depth: int, input_var: float = 1.0) -> np.ndarray:
     r"""Share of Var(x_ℓ) contributed by block ℓ's BN branch, ℓ = 1..L: 1/(q_0 + ℓ).
 
-    De & Smith (2020), §2: BN divides the branch by √Var(x_{ℓ−1}) ≈ √ℓ relative to the
+    De & Smith (2020): BN divides the branch by √Var(x_{ℓ−1}) ≈ √ℓ relative to the
     unnormalized block, so with q_0 = 1 the ℓ-th branch carries 1/(ℓ + 1) of the variance of
     the block's output and the deep blocks are close to the identity. Shape (depth,).
     """
