@@ -22,11 +22,11 @@ where ``x_0`` is the output of a linear (or 3×3 conv) *stem* and the *residual 
 ``"fixup"``
     r(x) = s·W₂(ReLU(W₁(ReLU(x) + a₁) + a₂) + a₃) + a₄ with scalar biases a (init 0) and a scalar
     multiplier s (init 1); W₁ is He-initialized and scaled by L^{-1/(2m-2)} = L^{-1/2}, W₂ is
-    zero, and so is the classifier (Zhang et al. 2019, §3, rules 1-3).
+    zero, and so is the classifier (Zhang et al. 2019, the three rules of Fig. 1).
 ``"nf"``
     r(x) = α·f(x/β_ℓ) with β_ℓ = √Var(x_{ℓ-1}) *predicted* as √(1 + (ℓ-1)α²) and a fixed α
     (0.2 by default), and f = W₂ ReLU(W₁ ReLU(·)) with scaled weight standardization
-    Ŵ = γ·(W − mean)/(std·√fan_in), γ = √(2/(1 − 1/π)) for ReLU (Brock et al. 2021, §4).
+    Ŵ = γ·(W − mean)/(std·√fan_in), γ = √(2/(1 − 1/π)) for ReLU (Brock et al. 2021).
 
 All weight layers of a branch are ``nn.Linear`` (``dims=1``, input ``(N, C)``) or 3×3
 ``nn.Conv2d`` with circular padding (``dims=2``, input ``(N, C, H, W)``). Circular padding
@@ -58,13 +58,13 @@ __all__ = [
 
 VARIANTS: tuple[str, ...] = ("bn", "none", "skipinit", "fixup", "nf")
 
-#: Brock et al. (2021), §4: the gain γ that makes ReLU followed by a weight-standardized layer
+#: Brock et al. (2021): the gain γ that makes ReLU followed by a weight-standardized layer
 #: variance preserving: Var(ReLU(z)) = (1 − 1/π)/2 for z ~ N(0, 1), so γ = √(2/(1 − 1/π)).
 RELU_WS_GAIN: float = math.sqrt(2.0 / (1.0 - 1.0 / math.pi))
 
 
 def fixup_scale(num_blocks: int, layers_per_branch: int = 2) -> float:
-    """Fixup's rescaling L^{-1/(2m-2)} of the non-final branch layers (Zhang et al. 2019, §3).
+    """Fixup's rescaling L^{-1/(2m-2)} of the non-final branch layers (Zhang et al. 2019, Fig. 1).
 
     ``num_blocks`` is L (the number of residual branches), ``layers_per_branch`` is m ≥ 2.
     """
@@ -77,7 +77,7 @@ def fixup_scale(num_blocks: int, layers_per_branch: int = 2) -> float:
 
 def nf_betas(num_blocks: int, alpha: float, input_var: float = 1.0) -> list[float]:
     """β_ℓ = √Var(x_{ℓ-1}) for ℓ = 1..L predicted by Var(x_ℓ) = Var(x_{ℓ-1}) + α²
-    (Brock et al. 2021, §4): β_ℓ = √(input_var + (ℓ-1)·α²)."""
+    (Brock et al. 2021): β_ℓ = √(input_var + (ℓ-1)·α²)."""
     if num_blocks < 1:
         raise ValueError(f"num_blocks must be ≥ 1, got {num_blocks}")
     if input_var <= 0:
@@ -86,7 +86,7 @@ def nf_betas(num_blocks: int, alpha: float, input_var: float = 1.0) -> list[floa
 
 
 class ScaledWSLinear(nn.Linear):
-    r"""Linear layer with scaled weight standardization (Brock et al. 2021, §4).
+    r"""Linear layer with scaled weight standardization (Brock et al. 2021).
 
     .. math:: \hat W_{ij} = \gamma\,\frac{W_{ij} - \mu_i}{\sigma_i\sqrt{N}},
 
@@ -113,7 +113,7 @@ class ScaledWSLinear(nn.Linear):
 
 class ScaledWSConv2d(nn.Conv2d):
     """3×3 conv with scaled weight standardization over each filter's C·k·k fan-in
-    (Brock et al. 2021, §4); see :class:`ScaledWSLinear`."""
+    (Brock et al. 2021); see :class:`ScaledWSLinear`."""
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True,
                  gain: float = RELU_WS_GAIN, eps: float = 1e-6) -> None:

@@ -1,7 +1,7 @@
 r"""Signal propagation through residual networks at initialization: the simulations.
 
 Brock, De & Smith (2021), *Characterizing Signal Propagation to Close the Performance Gap in
-Unnormalized ResNets* (ICLR), §3, summarize the forward pass of a ResNet at initialization by
+Unnormalized ResNets* (ICLR), summarize the forward pass of a ResNet at initialization by
 three numbers per residual block, their *signal propagation plot* (SPP). For an activation
 ``x: (N, C, *spatial)`` with per-channel batch mean μ_c and (biased) variance σ_c² over the
 N·∏spatial values of channel c,
@@ -48,7 +48,7 @@ def channel_stats(x: Tensor) -> tuple[float, float]:
     """(average channel squared mean, average channel variance) of ``x: (N, C, *spatial)``.
 
     Statistics per channel over the N·∏spatial values (biased variance), then averaged over
-    the C channels (Brock et al. 2021, §3).
+    the C channels (Brock et al. 2021).
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"channel_stats expects a torch.Tensor, got {type(x).__name__}")
