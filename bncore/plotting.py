@@ -260,9 +260,9 @@ def draw_gradient_profile(
     from bncore.explosion import simulate
     from bncore.theory import gradient_explosion_rate
 
-    dtype = torch.float64 if eps >= 0.05 else torch.float32  # large eps: tiny norms
+    # float64: over 100 layers the norms span more than float32's range (B = 4, or large eps)
     prof = simulate(batch_size, activation=activation, width=width, depth=depth, eps=eps,
-                    seeds=seeds, dtype=dtype)
+                    seeds=seeds, dtype=torch.float64)
     theory = (gradient_explosion_rate(batch_size, activation)
               if activation in ("linear", "relu") and batch_size >= 4 else None)
     plot_gradient_profile(ax, prof, rate=theory)

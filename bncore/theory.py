@@ -185,7 +185,7 @@ def gradient_explosion_rate(batch_size: int, activation: str = "relu") -> float:
     r"""Per-layer growth factor λ of the *squared* gradient norm of a batch-normalized MLP.
 
     Yang, Pennington, Rao, Sohl-Dickstein & Schoenholz (2019), *A Mean Field Theory of Batch
-    Normalization* (ICLR), §3–4: in the network z^l = W^l φ(BN(z^{l−1})) with
+    Normalization* (ICLR): in the network z^l = W^l φ(BN(z^{l−1})) with
     W^l_ij ~ N(0, σ_w²/N), γ = 1, β = 0, batch size B and width N → ∞, the squared norm of the
     gradient grows by a factor λ per layer going from the output toward the input,
     E‖∇_{W^{l−1}} L‖² ≈ λ·E‖∇_{W^l} L‖², independently of σ_w. For
@@ -235,6 +235,37 @@ def trainable_depth(lam: float, budget: float = 16.0) -> float:
     if not budget > 0:
         raise ValueError(f"budget must be > 0, got {budget}")
     return budget / math.log(lam)
+
+
+def gradient_explosion_rate_large_eps(batch_size: int, activation: str = "relu") -> float:
+    r"""The rate λ of :func:`gradient_explosion_rate` in the limit ε → ∞ (BN = centring only).
+
+    Derived in this book (chapter "Gradient explosion at initialization"), not in Yang et al.
+    (2019), with the same mean-field bookkeeping: width → ∞, gradients independent of the
+    forward weights, and the symmetric fixed point (every pair of examples with correlation
+    c = −1/(B − 1) after centring). When ε ≫ σ_B², BN(z) ≈ (z − μ_B)/√ε: it still centres,
+    but it no longer divides by the fluctuating σ_B, nor projects out x̂. Per layer, the
+    centred variance of φ(u) shrinks by f ∝ (1 − J(c))(B − 1)/(2B) and the squared gradient
+    by b ∝ (B − 1 + J′(c))/(2B) (same constant), so the weight gradient grows by
+
+    .. math::
+
+        \lambda_\infty = rac{b}{f} = rac{B - 1 + J'(c)}{(B - 1)\,(1 - J(c))}
+        \quad(	ext{ReLU}),\qquad \lambda_\infty = 1 \quad(	ext{linear}),
+
+    and λ_∞ → π/(π − 1) as B → ∞. Yang et al.'s rates factor through it:
+    λ = ((B − 1)·λ_∞ − 1)/(B − 3), i.e. the division by σ_B multiplies by
+    E[1/σ²] = (B − 1)/(B − 3) and the projection removes 1/(B − 3). For ReLU the explosion
+    that survives a large ε is that of centring a non-negative signal; for linear φ none does.
+    Same arguments and errors as :func:`gradient_explosion_rate` (B ≥ 4).
+    """
+    b = _check_batch_size(batch_size)
+    if activation == "linear":
+        return 1.0
+    if activation == "relu":
+        j, dj = arccos_kernel(-1.0 / (b - 1))
+        return (b - 1 + dj) / ((b - 1) * (1.0 - j))
+    raise ValueError(f"activation must be one of {_YANG_ACTIVATIONS}, got {activation!r}")
 
 
 # --- De & Smith 2020; Brock et al. 2021: residual-stream variance ---
