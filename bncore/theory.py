@@ -250,8 +250,8 @@ def gradient_explosion_rate_large_eps(batch_size: int, activation: str = "relu")
 
     .. math::
 
-        \lambda_\infty = rac{b}{f} = rac{B - 1 + J'(c)}{(B - 1)\,(1 - J(c))}
-        \quad(	ext{ReLU}),\qquad \lambda_\infty = 1 \quad(	ext{linear}),
+        \lambda_\infty = \frac{b}{f} = \frac{B - 1 + J'(c)}{(B - 1)\,(1 - J(c))}
+        \quad(\text{ReLU}),\qquad \lambda_\infty = 1 \quad(\text{linear}),
 
     and λ_∞ → π/(π − 1) as B → ∞. Yang et al.'s rates factor through it:
     λ = ((B − 1)·λ_∞ − 1)/(B − 3), i.e. the division by σ_B multiplies by
