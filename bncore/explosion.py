@@ -38,11 +38,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from bncore.data import Dataset
 from bncore.nets import MLP, probe_mode
-from bncore.runtime import default_device, progress_enabled, seed_everything
+from bncore.runtime import default_device, progress, seed_everything
 from bncore.torch_bn import batch_norm
 from bncore.train import loss_fn, train
 
@@ -394,7 +393,7 @@ def depth_sweep(
     shape = (len(depths), len(seeds))
     acc, loss, div = np.zeros(shape), np.zeros(shape), np.zeros(shape, dtype=bool)
     runs = [(i, d, j, s) for i, d in enumerate(depths) for j, s in enumerate(seeds)]
-    for i, d, j, s in tqdm(runs, desc="depth sweep", disable=not progress_enabled()):
+    for i, d, j, s in progress(runs, desc="depth sweep"):
         hist = train(build(d, s), data, steps=steps, lr=lr, batch_size=batch_size, seed=s,
                      eval_every=0, progress=False, device=device)
         div[i, j] = hist.diverged

@@ -9,14 +9,18 @@ from __future__ import annotations
 import os
 import platform
 import random
+from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
+from typing import TypeVar
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 __all__ = [
     "default_device",
     "environment_report",
+    "progress",
     "progress_enabled",
     "seed_everything",
     "widgets_enabled",
@@ -47,9 +51,20 @@ def widgets_enabled() -> bool:
 
 
 def progress_enabled() -> bool:
-    """Whether training loops show tqdm progress bars (off when ``TQDM_DISABLE`` is set)."""
+    """Whether loops show tqdm progress bars (off when ``TQDM_DISABLE`` is set)."""
     return os.environ.get("TQDM_DISABLE", "") in ("", "0")
 
+
+def progress(iterable: Iterable[T], desc: str | None = None, enabled: bool = True, **kw) -> tqdm:
+    """A ``tqdm.auto`` progress bar over ``iterable``, off when ``TQDM_DISABLE`` is set.
+
+    tqdm's notebook bar does not read ``TQDM_DISABLE`` itself; the book build sets it so that
+    no widget (whose scripts would come from the network) ends up in the rendered pages.
+    """
+    return tqdm(iterable, desc=desc, disable=not (enabled and progress_enabled()), **kw)
+
+
+T = TypeVar("T")
 
 KEY_PACKAGES = (
     "bncore", "torch", "numpy", "scikit-learn", "matplotlib", "jupyter-book", "myst-nb", "sphinx",

@@ -23,10 +23,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from bncore.data import Dataset, batches
-from bncore.runtime import default_device, progress_enabled
+from bncore.runtime import default_device
+from bncore.runtime import progress as progress_bar
 
 __all__ = ["History", "Probe", "evaluate", "loss_fn", "make_optimizer", "train"]
 
@@ -169,8 +169,7 @@ def train(
         hist.test_acc.append(acc)
 
     batch_iter = stream()
-    bar = tqdm(range(steps), desc=desc, disable=not (progress and progress_enabled()),
-               leave=False)
+    bar = progress_bar(range(steps), desc=desc, enabled=progress, leave=False)
     for t in bar:
         idx = next(batch_iter).to(device)
         xb, yb = data.x_train[idx], data.y_train[idx]
