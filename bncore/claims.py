@@ -68,15 +68,15 @@ def check_between(claim: str, value: float, low: float, high: float) -> None:
     print(f"✓ {claim}: {_fmt(value)} in [{_fmt(low)}, {_fmt(high)}]")
 
 
-def glue(name: str, value: Any, display: bool = False) -> Any:
-    """Store ``value`` under ``name`` for ``{glue:text}`` roles in the prose; returns ``value``.
+def glue(name: str, value: Any, display: bool = False) -> None:
+    """Store ``value`` under ``name`` for ``{glue:text}`` roles in the prose.
 
     Uses ``myst_nb.glue`` when myst-nb is installed (the book build and the test suite);
-    elsewhere it only returns the value.
+    elsewhere it does nothing. Like ``myst_nb.glue`` it returns ``None``, so a cell that ends
+    with a call to it shows no stray output.
     """
     try:
         from myst_nb import glue as _glue
     except ImportError:
-        return value
+        return
     _glue(name, value, display=display)
-    return value

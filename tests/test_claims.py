@@ -5,6 +5,7 @@ passes."""
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -86,5 +87,11 @@ def test_check_between_fails_on_nan():
         check_between("nan never passes", math.nan, -math.inf, math.inf)
 
 
-def test_glue_returns_its_value():
-    assert glue("test_claims_value", 0.25) == 0.25
+def test_glue_returns_none_so_a_cell_ending_with_it_shows_nothing(capsys):
+    assert glue("test_claims_value", 0.25) is None
+    assert "0.25" not in capsys.readouterr().out
+
+
+def test_glue_is_a_no_op_without_myst_nb(monkeypatch):
+    monkeypatch.setitem(sys.modules, "myst_nb", None)  # makes `import myst_nb` fail
+    assert glue("test_claims_value", 0.25) is None
