@@ -10,7 +10,6 @@ screenshot of each page is saved under ``_build/screenshots/``.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[2]
 HTML = ROOT / "_build" / "html"
 SHOTS = ROOT / "_build" / "screenshots"
+WIDTH, HEIGHT = 1280, 900
 RAW_TEX = ("$$", "\\(", "\\)", "\\[", "\\]", "\\begin{", "\\frac")
 
 
@@ -90,7 +90,7 @@ def browser():
         "--no-sandbox",
         "--disable-gpu",
         "--disable-dev-shm-usage",
-        "--window-size=1280,900",
+        f"--window-size={WIDTH},{HEIGHT}",
         # Offline: every host name but the loopback server fails to resolve.
         "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
     ):
@@ -148,18 +148,15 @@ def _failed_requests(driver) -> list[str]:
 
 
 def _screenshot(driver, path: Path) -> None:
-    size = driver.execute_script(
-        "return [document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
-    )
-    shot = driver.execute_cdp_cmd(
-        "Page.captureScreenshot",
-        {
-            "format": "png",
-            "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": size[0], "height": min(size[1], 16000), "scale": 1},
-        },
-    )
-    path.write_bytes(base64.b64decode(shot["data"]))
+    """The whole page (up to Chromium's 16,000 px limit), then back to the normal window.
+
+    The window itself is resized to the page's height: capturing beyond the viewport instead
+    lays the page out differently from what a reader sees.
+    """
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(WIDTH, min(height, 16000) + 140)
+    driver.save_screenshot(str(path))
+    driver.set_window_size(WIDTH, HEIGHT)
 
 
 @pytest.mark.parametrize("page", toc_pages())
