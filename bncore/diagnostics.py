@@ -194,9 +194,11 @@ def ics_measure(
 
     .. math::
 
-        G_{t,i} = \nabla_{W_i}\mathcal L(W_1^t,\dots,W_k^t;\,x_t,y_t),\qquad
-        G'_{t,i} = \nabla_{W_i}\mathcal L(W_1^{t+1},\dots,W_{i-1}^{t+1},W_i^t,\dots,W_k^t;\,
+        \begin{aligned}
+        G_{t,i} &= \nabla_{W_i}\mathcal L(W_1^t,\dots,W_k^t;\,x_t,y_t),\\
+        G'_{t,i} &= \nabla_{W_i}\mathcal L(W_1^{t+1},\dots,W_{i-1}^{t+1},W_i^t,\dots,W_k^t;\,
         x_t,y_t),
+        \end{aligned}
 
     where :math:`W_j^{t+1} = W_j^t - \eta\,\nabla_{W_j}\mathcal L(W^t)` is one plain SGD step
     with learning rate ``lr`` = η (all parameters of layer j: weight, bias, BN γ and β). The

@@ -8,8 +8,10 @@ N·∏spatial values of channel c,
 
 .. math::
 
-    \text{average channel squared mean} = \frac1C\sum_c \mu_c^2,\qquad
-    \text{average channel variance} = \frac1C\sum_c \sigma_c^2,
+    \begin{aligned}
+    \text{average channel squared mean} &= \frac1C\sum_c \mu_c^2,\\
+    \text{average channel variance} &= \frac1C\sum_c \sigma_c^2,
+    \end{aligned}
 
 measured on the stream x_ℓ after every block, and the *residual-branch variance*, the
 average channel variance of what block ℓ adds to the stream, r_ℓ(x_{ℓ−1}) (here after

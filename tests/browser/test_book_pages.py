@@ -129,6 +129,11 @@ return {
   tracebacks: document.querySelectorAll(".cell_output .traceback, .output.traceback, .output.error")
       .length,
   outputText: [...document.querySelectorAll(".cell_output")].map((e) => e.textContent).join("\\n"),
+  // Display math and tables must fit the text column (code may scroll sideways).
+  overflowing: [...document.querySelectorAll('main mjx-container[display="true"], main table')]
+      .filter((e) => e.scrollWidth > Math.ceil(main.querySelector("article, .bd-article")
+          .getBoundingClientRect().width) + 2)
+      .map((e) => e.tagName + ": " + e.textContent.slice(0, 60)),
 };
 """
 
@@ -182,6 +187,8 @@ def test_page_renders_offline(page: str, site: str, browser) -> None:
         assert facts["mathUntypeset"] == 0, f"{facts['mathUntypeset']} math elements untypeset"
     raw = [token for token in RAW_TEX if token in facts["text"]]
     assert not raw, f"raw TeX {raw} left in the visible text of {page}"
+
+    assert not facts["overflowing"], f"wider than the text column on {page}: {facts['overflowing']}"
 
     broken = [image["src"] for image in facts["images"] if not image["ok"]]
     assert not broken, f"images that did not load on {page}: {broken}"
