@@ -1,11 +1,35 @@
 """bncore: batch normalization in NumPy and PyTorch, and the experiments of the book.
 
-Modules (import the one you need, e.g. ``from bncore.torch_bn import BatchNorm2d``):
+The layers are importable from the top, as in ``torch.nn``::
 
-- :mod:`bncore.numpy_bn`: the transform, its backward and a module in NumPy.
-- :mod:`bncore.torch_bn`: the same as a ``torch.autograd.Function`` with a hand-written,
-  twice-differentiable backward, and ``BatchNorm1d/2d/3d`` drop-ins for ``torch.nn``'s.
-- :mod:`bncore.stats`: numerically stable per-channel statistics and running averages.
+    from bncore import BatchNorm2d
+
+Everything else lives in one of four groups, one subpackage each; imports flow one way,
+``norm`` → ``theory`` → ``experiments`` → ``book``:
+
+- :mod:`bncore.norm`: batch norm itself (statistics, the transform, its backward, inference).
+- :mod:`bncore.theory`: closed-form results, one module per paper.
+- :mod:`bncore.experiments`: data, nets, training, probes and simulations.
+- :mod:`bncore.book`: checked claims, plotting and interactive panels for the pages.
+
+Chapter → module:
+
+======================  =====================================================================
+chapter                 modules
+======================  =====================================================================
+the BN transform        ``norm.numpy_bn``, ``norm.torch_bn``, ``norm.stats``
+backprop through BN     ``norm.numpy_bn``, ``norm.torch_bn``, ``norm.gradcheck``
+training vs inference   ``norm.inference``, ``norm.fold``, ``theory.running``
+covariate shift         ``experiments.nets``, ``experiments.train``, ``experiments.diagnostics``
+smoothing               ``experiments.landscape``, ``theory.santurkar``
+gradient explosion      ``experiments.explosion``, ``theory.explosion``
+residual connections    ``experiments.resnets``, ``experiments.signal_prop``, ``theory.residual``
+length and direction    ``experiments.gdnp``, ``theory.kohler``
+======================  =====================================================================
 """
 
+from bncore.norm.torch_bn import BatchNorm1d, BatchNorm2d, BatchNorm3d, batch_norm
+
 __version__ = "0.1.0"
+
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "__version__", "batch_norm"]

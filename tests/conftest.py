@@ -6,8 +6,8 @@ Nothing here is duplicated in a test module; the test modules import what they n
 - Numbers: :func:`rel_error` (cs231n's relative error), :func:`numerical_gradient` (centred
   differences), :func:`random_batch`, :func:`random_affine`, :func:`assert_same_results`.
 - Drivers with one interface, so that a check is written once and run on every implementation:
-  :class:`NumpyLayer` (``bncore.numpy_bn.BatchNorm``), :class:`TorchLayer`
-  (``bncore.torch_bn.BatchNorm1d/2d/3d``) and the reference :class:`TorchNNLayer`
+  :class:`NumpyLayer` (``bncore.norm.numpy_bn.BatchNorm``), :class:`TorchLayer`
+  (``bncore.norm.torch_bn.BatchNorm1d/2d/3d``) and the reference :class:`TorchNNLayer`
   (``torch.nn.BatchNorm1d/2d/3d``); :func:`normalize` and :func:`normalize_backward` for the
   functional forms.
 - Contracts, i.e. test classes run by several modules: :class:`ModuleContract` (semantics and
@@ -29,7 +29,7 @@ import pytest
 import torch
 from hypothesis import settings
 
-from bncore import numpy_bn, stats, torch_bn
+from bncore.norm import numpy_bn, stats, torch_bn
 
 # Property tests: deterministic and without an example database by default (CI runs them);
 # HYPOTHESIS_PROFILE=explore searches fresh random examples, more of them.
@@ -227,13 +227,13 @@ class TorchNNLayer:
 
 
 class TorchLayer(TorchNNLayer):
-    """Drives ``bncore.torch_bn.BatchNorm{1,2,3}d`` (the drop-ins for ``torch.nn``'s)."""
+    """Drives ``bncore.norm.torch_bn.BatchNorm{1,2,3}d`` (the drop-ins for ``torch.nn``'s)."""
 
     modules = torch_bn
 
 
 class NumpyLayer:
-    """Drives ``bncore.numpy_bn.BatchNorm`` through the same interface (float64, CPU only)."""
+    """Drives ``bncore.norm.numpy_bn.BatchNorm`` through the same interface (float64, CPU only)."""
 
     def __init__(self, num_features: int, ndim: int, *, device: str = "cpu", **options: Any):
         assert device == "cpu", "the NumPy layer runs on the CPU only"
@@ -442,7 +442,7 @@ class ModuleContract:
 
 
 class TorchContract:
-    """``bncore.torch_bn`` against ``torch.nn`` on one device: the functional form, float16 and
+    """``bncore.norm.torch_bn`` against ``torch.nn`` on one device: the functional form, float16 and
     bfloat16 input with float32 parameters (mixed precision), and channels-last memory."""
 
     device: str = "cpu"

@@ -1,4 +1,4 @@
-"""``bncore.claims``: a claim that holds prints one ✓ line; one that does not raises
+"""``bncore.book.claims``: a claim that holds prints one ✓ line; one that does not raises
 :class:`ClaimError` (an ``AssertionError``) with the measured and the expected value; NaN never
 passes."""
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from bncore.claims import ClaimError, check, check_between, check_close, check_less, glue
+from bncore.book.claims import ClaimError, check, check_between, check_close, check_less, glue
 
 
 def test_claim_error_is_an_assertion_error():

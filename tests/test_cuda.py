@@ -1,4 +1,4 @@
-"""``bncore.torch_bn`` on a CUDA GPU against ``torch.nn`` on the same GPU.
+"""``bncore.norm.torch_bn`` on a CUDA GPU against ``torch.nn`` on the same GPU.
 
 The checks are the CPU ones, not copies: the contracts of ``conftest`` (forward, backward and
 running statistics over training and eval steps in float64; the functional form; float16 and

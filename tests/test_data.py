@@ -1,4 +1,4 @@
-"""Tests of bncore.data: the digits split, the synthetic tasks and the index batches."""
+"""Tests of bncore.experiments.data: the digits split, the synthetic tasks and the index batches."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bncore.data import Dataset, batches, digits, gaussian_mixture, teacher
+from bncore.experiments.data import Dataset, batches, digits, gaussian_mixture, teacher
 
 
 def test_digits_split_shapes_and_labels():

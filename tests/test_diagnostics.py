@@ -1,4 +1,4 @@
-"""Tests of bncore.diagnostics against hand-computed cases."""
+"""Tests of bncore.experiments.diagnostics against hand-computed cases."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bncore.diagnostics import (
+from bncore.experiments.diagnostics import (
     drift,
     ics_measure,
     ics_probe,
@@ -19,7 +19,7 @@ from bncore.diagnostics import (
     percentile_probe,
     unit_percentiles,
 )
-from bncore.nets import MLP, ConvNet
+from bncore.experiments.nets import MLP, ConvNet
 
 
 def test_unit_percentiles_match_numpy():

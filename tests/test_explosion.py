@@ -8,11 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from bncore.data import gaussian_mixture
-from bncore.explosion import GradientProfile, depth_sweep, fit_rate, mlp_weight_grad_sq, simulate
-from bncore.nets import MLP
+from bncore.experiments.data import gaussian_mixture
+from bncore.experiments.explosion import (
+    GradientProfile,
+    depth_sweep,
+    fit_rate,
+    mlp_weight_grad_sq,
+    simulate,
+)
+from bncore.experiments.nets import MLP
+from bncore.experiments.train import loss_fn
 from bncore.theory import gradient_explosion_rate, gradient_explosion_rate_large_eps
-from bncore.train import loss_fn
 
 
 def _reference(seed: int, b: int, n: int, depth: int, act: str, eps: float, scale: float):

@@ -1,4 +1,4 @@
-"""Tests for bncore.fold: folding eval-mode BN into the preceding Linear/Conv layer."""
+"""Tests for bncore.norm.fold: folding eval-mode BN into the preceding Linear/Conv layer."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from bncore import torch_bn
-from bncore.fold import bn_affine, bn_eval_cost, fold_bn, fold_model, fold_sequential
+from bncore.norm import torch_bn
+from bncore.norm.fold import bn_affine, bn_eval_cost, fold_bn, fold_model, fold_sequential
 
 BN_CLASSES = {
     "bncore": {1: torch_bn.BatchNorm1d, 2: torch_bn.BatchNorm2d, 3: torch_bn.BatchNorm3d},
@@ -191,7 +191,7 @@ def test_bn_eval_cost_requires_eval_mode():
 
 @pytest.mark.parametrize("kind", ["mlp", "convnet"])
 def test_fold_model_folds_the_books_nets(kind):
-    from bncore.nets import MLP, ConvNet
+    from bncore.experiments.nets import MLP, ConvNet
 
     torch.manual_seed(2)
     if kind == "mlp":
@@ -214,7 +214,7 @@ def test_fold_model_folds_the_books_nets(kind):
 
 
 def test_fold_model_rejects_training_mode():
-    from bncore.nets import MLP
+    from bncore.experiments.nets import MLP
 
     with pytest.raises(ValueError, match="training mode"):
         fold_model(MLP(4, 4, 1, 2).train())

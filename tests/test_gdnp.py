@@ -1,4 +1,5 @@
-"""Tests for bncore.gdnp: GDNP on least squares and halfspaces, bisection, scale invariance."""
+"""Tests for bncore.experiments.gdnp: GDNP on least squares and halfspaces, bisection, scale
+invariance."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from bncore import theory
-from bncore.gdnp import (
+from bncore.experiments.gdnp import (
     HalfspaceProblem,
     LeastSquaresProblem,
     bisection,

@@ -1,4 +1,4 @@
-"""Tests for bncore.gradcheck: finite differences, relative errors and BN's Jacobian."""
+"""Tests for bncore.norm.gradcheck: finite differences, relative errors and BN's Jacobian."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from bncore import gradcheck, numpy_bn
+from bncore.norm import gradcheck, numpy_bn
 
 F64 = torch.float64
 

@@ -1,4 +1,4 @@
-"""Tests for bncore.inference (running estimates, E[σ_B²], conventions, train/eval gap)."""
+"""Tests for bncore.norm.inference (running estimates, E[σ_B²], conventions, train/eval gap)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from bncore import numpy_bn, theory, torch_bn
-from bncore.inference import (
+from bncore import theory
+from bncore.norm import numpy_bn, torch_bn
+from bncore.norm.inference import (
     ema_chains,
     loglog_slope,
     normalize,

@@ -8,14 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bncore.landscape import (
+from bncore.experiments.landscape import (
     bn_layer_terms,
     landscape_probe,
     preserved_state,
     probe_landscape,
     smooth_downstream,
 )
-from bncore.torch_bn import BatchNorm1d
+from bncore.norm.torch_bn import BatchNorm1d
 
 DT = torch.float64
 
@@ -197,11 +197,11 @@ def test_bn_layer_terms_handles_a_linear_downstream_loss() -> None:
 
 
 def test_trace_landscape_records_probes_without_changing_training() -> None:
-    from bncore.data import gaussian_mixture
-    from bncore.landscape import trace_landscape
-    from bncore.nets import MLP
-    from bncore.runtime import seed_everything
-    from bncore.train import train
+    from bncore.experiments.data import gaussian_mixture
+    from bncore.experiments.landscape import trace_landscape
+    from bncore.experiments.nets import MLP
+    from bncore.experiments.runtime import seed_everything
+    from bncore.experiments.train import train
 
     data = gaussian_mixture(128, 64, 8, 3, seed=0)
     build = lambda: MLP(8, 16, 2, 3, norm="bn")  # noqa: E731
@@ -216,9 +216,9 @@ def test_trace_landscape_records_probes_without_changing_training() -> None:
 
 
 def test_lr_sweep_and_log_ratio_interval() -> None:
-    from bncore.data import gaussian_mixture
-    from bncore.landscape import log_ratio_interval, lr_sweep
-    from bncore.nets import MLP
+    from bncore.experiments.data import gaussian_mixture
+    from bncore.experiments.landscape import log_ratio_interval, lr_sweep
+    from bncore.experiments.nets import MLP
 
     data = gaussian_mixture(128, 64, 8, 3, seed=0, separation=4.0)
     sw = lr_sweep(lambda: MLP(8, 16, 2, 3, norm="none"), data, [0.05, 1e4], [0, 1], steps=20)

@@ -1,4 +1,5 @@
-"""Tests of bncore.nets: shapes, determinism, initialization, and the noise of noisy BN."""
+"""Tests of bncore.experiments.nets: shapes, determinism, initialization, and the noise of noisy
+BN."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from bncore.nets import (
+from bncore.experiments.nets import (
     MLP,
     ConvNet,
     NoisyBatchNorm,
@@ -18,7 +19,7 @@ from bncore.nets import (
     make_norm,
     probe_mode,
 )
-from bncore.torch_bn import BatchNorm1d, BatchNorm2d
+from bncore.norm.torch_bn import BatchNorm1d, BatchNorm2d
 
 
 @pytest.mark.parametrize("norm", ["none", "bn", "noisy_bn"])

@@ -1,5 +1,6 @@
-"""``bncore.numpy_bn``: the layer's semantics and parity with ``torch.nn``, the functions against
-``torch.nn.functional.batch_norm``, and the hand-derived backwards against finite differences."""
+"""``bncore.norm.numpy_bn``: the layer's semantics and parity with ``torch.nn``, the functions
+against ``torch.nn.functional.batch_norm``, and the hand-derived backwards against finite
+differences."""
 
 from __future__ import annotations
 
@@ -21,14 +22,14 @@ from conftest import (
     rel_error,
 )
 
-from bncore import numpy_bn
+from bncore.norm import numpy_bn
 
 #: cs231n's bound for a correct float64 backward checked by centred differences (h = 1e-5).
 FD_TOL = 1e-7
 
 
 class TestNumpyBatchNorm(ModuleContract):
-    """The shared layer contract, run on ``bncore.numpy_bn.BatchNorm``."""
+    """The shared layer contract, run on ``bncore.norm.numpy_bn.BatchNorm``."""
 
     layer = NumpyLayer
 

@@ -26,7 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from bncore import stats
+from bncore.norm import stats
 
 U = np.finfo(np.float64).eps  # 2^-52
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from bncore.resnets import (
+from bncore.experiments.resnets import (
     RELU_WS_GAIN,
     VARIANTS,
     ResidualBlock,
@@ -18,7 +18,7 @@ from bncore.resnets import (
     fixup_scale,
     nf_betas,
 )
-from bncore.runtime import seed_everything
+from bncore.experiments.runtime import seed_everything
 
 
 def _input(dims: int, n: int = 32, c: int = 8) -> torch.Tensor:

@@ -6,7 +6,7 @@ import io
 
 import torch
 
-from bncore import runtime
+from bncore.experiments import runtime
 
 
 def test_progress_is_disabled_by_tqdm_disable(monkeypatch):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from bncore.resnets import ResNet
-from bncore.runtime import seed_everything
-from bncore.signal_prop import (
+from bncore.experiments.resnets import ResNet
+from bncore.experiments.runtime import seed_everything
+from bncore.experiments.signal_prop import (
     SignalProp,
     channel_stats,
     gradient_profile,

@@ -1,4 +1,4 @@
-"""``bncore.stats``: per-channel statistics, running-average rules, and float32 numerics when
+"""``bncore.norm.stats``: per-channel statistics, running-average rules, and float32 numerics when
 |mean| ≫ std, where E[x²] − E[x]² breaks down and the two-pass, Welford and Chan forms do not.
 
 Rounding scale used below: float32's unit roundoff is u = 2⁻²⁴ ≈ 6e-8, so values near 1e4 are
@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import IMPLS, bcast, normalize, random_batch
 
-from bncore import stats, torch_bn
+from bncore.norm import stats, torch_bn
 
 SHAPE = (64, 16, 4, 4)  # 16 channels, m = 1024 values each
 

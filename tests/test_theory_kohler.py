@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bncore import theory
-from bncore.gdnp import (
+from bncore.experiments.gdnp import (
     LeastSquaresProblem,
     fitted_rate,
     gd_least_squares,

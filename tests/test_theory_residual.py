@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bncore import theory
-from bncore.signal_prop import gradient_profile, signal_propagation_seeds
+from bncore.experiments.signal_prop import gradient_profile, signal_propagation_seeds
 
 
 def test_closed_forms() -> None:

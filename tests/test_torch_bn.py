@@ -1,5 +1,5 @@
-"""``bncore.torch_bn``: the modules' semantics and parity with ``torch.nn``, the functional form,
-mixed precision and channels-last (the contracts also run on the GPU in ``test_cuda``),
+"""``bncore.norm.torch_bn``: the modules' semantics and parity with ``torch.nn``, the functional
+form, mixed precision and channels-last (the contracts also run on the GPU in ``test_cuda``),
 ``state_dict`` exchange with ``torch.nn``, and the twice-differentiable backward."""
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from conftest import (
 )
 from torch.autograd import gradcheck, gradgradcheck
 
-from bncore import torch_bn
+from bncore.norm import torch_bn
 
 
 class TestTorchBatchNorm(ModuleContract):
-    """The shared layer contract, run on ``bncore.torch_bn.BatchNorm1d/2d/3d`` on the CPU."""
+    """The shared layer contract, run on ``bncore.norm.torch_bn.BatchNorm1d/2d/3d`` on the CPU."""
 
     layer = TorchLayer
 

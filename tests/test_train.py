@@ -1,4 +1,4 @@
-"""Tests of bncore.train: determinism, evaluation, divergence and probes."""
+"""Tests of bncore.experiments.train: determinism, evaluation, divergence and probes."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from bncore.data import gaussian_mixture
-from bncore.diagnostics import ics_probe, moments_probe
-from bncore.nets import MLP
-from bncore.train import History, evaluate, train
+from bncore.experiments.data import gaussian_mixture
+from bncore.experiments.diagnostics import ics_probe, moments_probe
+from bncore.experiments.nets import MLP
+from bncore.experiments.train import History, evaluate, train
 
 
 @pytest.fixture(scope="module")

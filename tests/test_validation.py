@@ -1,5 +1,5 @@
 """Bad input fails at the public boundary with a ``ValueError`` naming the problem, the same way
-in both implementations (``bncore.validate`` holds the shared checks)."""
+in both implementations (``bncore.norm.validate`` holds the shared checks)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 from conftest import MODULE_NAMES, to_numpy
 
-from bncore import numpy_bn, torch_bn
-from bncore.validate import BatchNormDTypeError
+from bncore.norm import numpy_bn, torch_bn
+from bncore.norm.validate import BatchNormDTypeError
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,15 @@ r"""Probes of what happens inside a network during training: the internal covari
   of one unit's pre-activation (the input of its sigmoid) on a fixed probe batch,
   :func:`percentile_probe`; per-unit means and standard deviations, :func:`moments_probe`; and
   how much they move between records, :func:`drift`.
-- The noise that :class:`~bncore.nets.NoisyBatchNorm` injects, :func:`noise_probe`.
+- The noise that :class:`~bncore.experiments.nets.NoisyBatchNorm` injects, :func:`noise_probe`.
 - Santurkar et al.'s (2018) measure of internal covariate shift (Def. 2.1),
   :func:`ics_measure`: the gradient of layer i's weights before (G) and after (G′) the layers
   before it take their SGD step on the same batch.
 
-Every probe has the signature ``probe(model, xb, yb, step)`` that :func:`bncore.train.train`
-expects, and runs inside :func:`bncore.nets.probe_mode`, so it changes neither the running
-statistics nor the noise sequence of the training run it observes.
+Every probe has the signature ``probe(model, xb, yb, step)`` that
+:func:`bncore.experiments.train.train` expects, and runs inside
+:func:`bncore.experiments.nets.probe_mode`, so it changes neither the running statistics nor the
+noise sequence of the training run it observes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bncore.nets import NoisyBatchNorm, layer_groups, layer_weights, probe_mode
+from bncore.experiments.nets import NoisyBatchNorm, layer_groups, layer_weights, probe_mode
 
 __all__ = [
     "Drift",
@@ -158,10 +159,10 @@ def drift(means: np.ndarray, stds: np.ndarray) -> Drift:
 
 
 def noise_drift_theory(mean_scale: float, std_scale: float) -> Drift:
-    r"""The drift that :class:`~bncore.nets.NoisyBatchNorm`'s noise alone causes between two
-    steps: for independent U, U′ ~ U(0, w), E|U − U′| = w/3. So the shift b ~ U(−a, a) moves a
-    unit's mean by 2a/3 on average, and the scale s ~ U(1, k) moves a unit-variance BN output's
-    std by (k − 1)/3 (for γ = 1, β = 0; with learned γ, β these are scaled by ``|γ|`` and shifted by
+    r"""The drift that :class:`~bncore.experiments.nets.NoisyBatchNorm`'s noise alone causes between
+    two steps: for independent U, U′ ~ U(0, w), E|U − U′| = w/3. So the shift b ~ U(−a, a) moves a
+    unit's mean by 2a/3 on average, and the scale s ~ U(1, k) moves a unit-variance BN output's std
+    by (k − 1)/3 (for γ = 1, β = 0; with learned γ, β these are scaled by ``|γ|`` and shifted by
     ``β·|s − s′|``)."""
     if mean_scale < 0 or std_scale < 1:
         raise ValueError(f"need mean_scale >= 0 and std_scale >= 1, got {mean_scale}, {std_scale}")

@@ -5,7 +5,7 @@ Every hidden block is ``linear → norm → activation`` (the placement of Ioffe
 the logits. The normalization is chosen by name with :func:`make_norm`:
 
 - ``"none"``: ``nn.Identity`` (the "standard" network of Santurkar et al. 2018),
-- ``"bn"``: the book's :class:`bncore.torch_bn.BatchNorm1d` / ``BatchNorm2d``,
+- ``"bn"``: the book's :class:`bncore.norm.torch_bn.BatchNorm1d` / ``BatchNorm2d``,
 - ``"noisy_bn"``: :class:`NoisyBatchNorm`, BN followed by a random affine map that is drawn
   anew at every training step (Santurkar et al. 2018, §2.1).
 
@@ -14,7 +14,8 @@ the logits. The normalization is chosen by name with :func:`make_norm`:
 and ``forward_collect(x) -> (logits, pre_activations)``, where ``pre_activations[i]`` is the input
 of block ``i``'s activation (after the norm), the quantity Ioffe & Szegedy plot in §4.1.
 Construction is deterministic given ``torch.manual_seed`` (or
-:func:`bncore.runtime.seed_everything`); the noise of :class:`NoisyBatchNorm` has its own seed.
+:func:`bncore.experiments.runtime.seed_everything`); the noise of :class:`NoisyBatchNorm` has its
+own seed.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bncore.torch_bn import BatchNorm1d, BatchNorm2d
+from bncore.norm.torch_bn import BatchNorm1d, BatchNorm2d
 
 __all__ = [
     "ACTIVATIONS",
@@ -72,7 +73,7 @@ class NoisyBatchNorm(nn.Module):
     ----------
     num_features: C, the number of units (``dims=1``, input ``(N, C)``) or channels
         (``dims=2``, input ``(N, C, H, W)``).
-    dims: 1 for :class:`~bncore.torch_bn.BatchNorm1d`, 2 for ``BatchNorm2d``.
+    dims: 1 for :class:`~bncore.norm.torch_bn.BatchNorm1d`, 2 for ``BatchNorm2d``.
     mean_scale: a ≥ 0, the half-width of the shift distribution.
     std_scale: k ≥ 1, the upper end of the scale distribution.
     seed: seed of this layer's own noise generator (CPU ``torch.Generator``), so that the noise

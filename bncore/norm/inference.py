@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bncore import stats
+from bncore.norm import stats
 
 __all__ = [
     "BatchVarianceSim",
@@ -52,8 +52,8 @@ def running_trace(bn: Any, batches: Iterable[np.ndarray]) -> tuple[np.ndarray, n
 
     Parameters
     ----------
-    bn: a :class:`bncore.numpy_bn.BatchNorm`, or a ``BatchNorm*`` module of
-        :mod:`bncore.torch_bn` or ``torch.nn``, with ``track_running_stats=True``.
+    bn: a :class:`bncore.norm.numpy_bn.BatchNorm`, or a ``BatchNorm*`` module of
+        :mod:`bncore.norm.torch_bn` or ``torch.nn``, with ``track_running_stats=True``.
         It is put in training mode and its running estimates are updated in place.
     batches: arrays of shape ``(N, C, *spatial)``; NumPy arrays are converted to tensors of
         the module's dtype for torch modules.
@@ -87,8 +87,8 @@ def ema_chains(
     """Run the running-average rule over ``batch_values: (T, K)``, K independent chains at once.
 
     Step t (1-based) applies running ← (1 − α_t)·running + α_t·value_t with α_t = ``momentum``
-    or 1/t when ``momentum is None`` (:func:`bncore.stats.momentum_factor`,
-    :func:`bncore.stats.running_update`, the rules of every BN layer in this book), starting
+    or 1/t when ``momentum is None`` (:func:`bncore.norm.stats.momentum_factor`,
+    :func:`bncore.norm.stats.running_update`, the rules of every BN layer in this book), starting
     from ``init``. Returns the ``(T, K)`` trajectory.
     """
     values = np.asarray(batch_values, dtype=np.float64)
@@ -294,7 +294,7 @@ def recalibrate_bn(model: nn.Module, x: Tensor, batch_size: int, *, seed: int = 
     afterwards. Parameters are not changed; the model is left in eval mode. Returns the number of
     batches averaged.
     """
-    from bncore.fold import is_bn
+    from bncore.norm.fold import is_bn
 
     bns = [m for m in model.modules() if is_bn(m) and m.running_mean is not None]
     if not bns:

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bncore.nets import make_norm
+from bncore.experiments.nets import make_norm
 
 __all__ = [
     "RELU_WS_GAIN",
@@ -292,7 +292,7 @@ class ResNet(nn.Module):
 def branch_weights(model: ResNet) -> list[Tensor]:
     """The 2L branch weights ``[W₁¹, W₂¹, W₁², ...]`` in input-to-output order."""
     if not isinstance(model, ResNet):
-        raise TypeError(f"expected a bncore.resnets.ResNet, got {type(model).__name__}")
+        raise TypeError(f"expected a bncore.experiments.resnets.ResNet, got {type(model).__name__}")
     out: list[Tensor] = []
     for block in model.blocks:
         out += [block.layer1.weight, block.layer2.weight]

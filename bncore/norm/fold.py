@@ -23,10 +23,11 @@ The fold is exact in real arithmetic; in floating point it differs by rounding o
 arithmetic is done in float64 and the result cast back to the layer's dtype.
 
 :func:`fold_bn` folds one pair; :func:`fold_sequential` and :func:`fold_model` fold every pair in
-an ``nn.Sequential`` or in the book's :class:`~bncore.nets.MLP`/:class:`~bncore.nets.ConvNet`;
+an ``nn.Sequential`` or in the book's
+:class:`~bncore.experiments.nets.MLP`/:class:`~bncore.experiments.nets.ConvNet`;
 :func:`bn_eval_cost` counts what the BN layers cost at inference (what folding saves).
 
-Works with :mod:`bncore.torch_bn`'s ``BatchNorm1d/2d/3d`` and ``torch.nn.BatchNorm1d/2d/3d``.
+Works with :mod:`bncore.norm.torch_bn`'s ``BatchNorm1d/2d/3d`` and ``torch.nn.BatchNorm1d/2d/3d``.
 A BN in training mode (which normalizes with *batch* statistics, so it is not a fixed map), a BN
 without running statistics (``track_running_stats=False``, likewise), a mismatched channel count
 or a mismatched layer/BN pairing raise a ``ValueError``; unsupported module types a ``TypeError``.
@@ -40,7 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from bncore import torch_bn
+from bncore.norm import torch_bn
 
 __all__ = [
     "BNEvalCost",
@@ -63,14 +64,14 @@ _FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def is_bn(module: nn.Module) -> bool:
-    """Whether ``module`` is a batch-norm layer of :mod:`bncore.torch_bn` or ``torch.nn``."""
+    """Whether ``module`` is a batch-norm layer of :mod:`bncore.norm.torch_bn` or ``torch.nn``."""
     return isinstance(module, _BN_TYPES)
 
 
 def _check_bn(bn: nn.Module) -> None:
     if not is_bn(bn):
         raise TypeError(
-            "expected a BatchNorm1d/2d/3d from bncore.torch_bn or torch.nn, got "
+            "expected a BatchNorm1d/2d/3d from bncore.norm.torch_bn or torch.nn, got "
             f"{type(bn).__name__}"
         )
     if bn.training:
@@ -115,7 +116,7 @@ def fold_bn(layer: nn.Module, bn: nn.Module) -> nn.Module:
     layer: an ``nn.Linear`` (followed by ``BatchNorm1d`` on ``(N, C)`` input) or an
         ``nn.Conv1d/2d/3d`` (followed by ``BatchNorm1d/2d/3d`` of the same rank), with or
         without bias, any ``groups``/``stride``/``padding``.
-    bn: a batch-norm layer in eval mode with running statistics, from :mod:`bncore.torch_bn` or
+    bn: a batch-norm layer in eval mode with running statistics, from :mod:`bncore.norm.torch_bn` or
         ``torch.nn``, ``num_features`` equal to the layer's output channels; ``affine`` may be off.
 
     Returns
@@ -186,10 +187,10 @@ def fold_model(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with BN folded wherever a foldable layer feeds it directly.
 
     Two patterns are recognized, at any depth: consecutive children ``(Linear | Conv) → BN``
-    of an ``nn.Sequential``, and a :class:`bncore.nets.Block`, whose pre-activation is
+    of an ``nn.Sequential``, and a :class:`bncore.experiments.nets.Block`, whose pre-activation is
     ``norm(linear(x))`` (its ``norm`` becomes ``nn.Identity``). So it folds the book's
-    :class:`~bncore.nets.MLP` and :class:`~bncore.nets.ConvNet` as well as plain
-    ``nn.Sequential`` models. All BN layers must be in eval mode; ``model`` is not modified
+    :class:`~bncore.experiments.nets.MLP` and :class:`~bncore.experiments.nets.ConvNet` as well as
+    plain ``nn.Sequential`` models. All BN layers must be in eval mode; ``model`` is not modified
     and the copy is returned in eval mode.
     """
     if not isinstance(model, nn.Module):
@@ -205,7 +206,9 @@ def fold_model(model: nn.Module) -> nn.Module:
 
 def _fold_in_place(module: nn.Module) -> None:
     """Fold the Block pattern in ``module`` and recurse; Sequential children are rebuilt."""
-    from bncore.nets import Block  # nets builds on torch_bn; imported here to keep fold light
+    from bncore.experiments.nets import (
+        Block,  # nets builds on torch_bn; imported here to keep fold light
+    )
 
     if isinstance(module, Block) and isinstance(module.linear, _FOLDABLE) and is_bn(module.norm):
         module.linear = fold_bn(module.linear, module.norm)

@@ -20,7 +20,7 @@ moment E[x_ℓ²], is what :func:`bncore.theory.residual_stream_variance` predic
 (De & Smith 2020).
 
 :func:`gradient_profile` measures the backward pass the same way the gradient-explosion
-chapter does (:mod:`bncore.explosion`): a random linear readout L = ⟨R, x_L⟩ of the last
+chapter does (:mod:`bncore.experiments.explosion`): a random linear readout L = ⟨R, x_L⟩ of the last
 stream, R ~ N(0, 1), and the squared Frobenius norms ‖∂L/∂W‖² of every branch weight.
 """
 
@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bncore.resnets import ResNet, branch_weights
-from bncore.runtime import seed_everything
+from bncore.experiments.resnets import ResNet, branch_weights
+from bncore.experiments.runtime import seed_everything
 
 __all__ = [
     "GradientProfileRes",
@@ -92,7 +92,7 @@ def signal_propagation(model: ResNet, x: Tensor) -> SignalProp:
     """The SPP numbers of ``model`` on the batch ``x`` in training mode (BN uses batch
     statistics, as at the first step of training); the model's mode is restored after."""
     if not isinstance(model, ResNet):
-        raise TypeError(f"expected a bncore.resnets.ResNet, got {type(model).__name__}")
+        raise TypeError(f"expected a bncore.experiments.resnets.ResNet, got {type(model).__name__}")
     was_training = model.training
     model.train()
     try:
@@ -125,7 +125,7 @@ def signal_propagation_seeds(
 ) -> SignalProp:
     """SPP numbers of one freshly initialized ``ResNet`` per seed, stacked to (S, ·) arrays.
 
-    For seed s: :func:`bncore.runtime.seed_everything` (s), build
+    For seed s: :func:`bncore.experiments.runtime.seed_everything` (s), build
     ``ResNet(in_features, width, depth, 10, variant, dims=dims, alpha=alpha)`` and measure it
     on ``x`` if given (then in_features = x.shape[1]), else on a fresh N(0, 1) batch with
     in_features = width (so that E[x_0²] ≈ 1) drawn from a generator seeded with s.
@@ -168,9 +168,9 @@ def gradient_profile(
 ) -> GradientProfileRes:
     """Per-layer squared gradient norms of residual MLPs at initialization, one per seed.
 
-    Same measurement as :func:`bncore.explosion.simulate` for the plain BN-MLP: N(0, 1) input
-    of width ``width``, loss L = ⟨R, x_L⟩ with R ~ N(0, 1) of the shape of the last stream,
-    BN in training mode (batch statistics). The stem and head are not part of the profile.
+    Same measurement as :func:`bncore.experiments.explosion.simulate` for the plain BN-MLP: N(0, 1)
+    input of width ``width``, loss L = ⟨R, x_L⟩ with R ~ N(0, 1) of the shape of the last stream, BN
+    in training mode (batch statistics). The stem and head are not part of the profile.
     """
     seeds = list(seeds)
     if not seeds:

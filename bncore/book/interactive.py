@@ -1,9 +1,9 @@
 """Interactive "simulator" panels with a static fallback.
 
 In Jupyter a panel is a set of ipywidgets controls that re-run a small experiment and redraw its
-figure. In the rendered book (``BNCORE_WIDGETS=0``, see :func:`bncore.runtime.widgets_enabled`)
-the same experiment is drawn once over a grid of settings as small multiples, so that a reader of
-the HTML sees what the sliders would show.
+figure. In the rendered book (``BNCORE_WIDGETS=0``, see
+:func:`bncore.experiments.runtime.widgets_enabled`) the same experiment is drawn once over a grid of
+settings as small multiples, so that a reader of the HTML sees what the sliders would show.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from bncore.runtime import widgets_enabled
+from bncore.experiments.runtime import widgets_enabled
 
 __all__ = ["simulator", "small_multiples"]
 

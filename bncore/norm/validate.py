@@ -1,4 +1,4 @@
-"""Input validation shared by :mod:`bncore.numpy_bn` and :mod:`bncore.torch_bn`.
+"""Input validation shared by :mod:`bncore.norm.numpy_bn` and :mod:`bncore.norm.torch_bn`.
 
 Both implementations check their inputs at the public boundary with these functions, so a
 bad call fails the same way, with the same message, whichever backend a reader uses.

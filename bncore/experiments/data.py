@@ -5,7 +5,8 @@
   standardized with the *training* statistics.
 - :func:`gaussian_mixture`: one isotropic Gaussian blob per class.
 - :func:`teacher`: inputs x ~ N(0, I), labels from the arg-max of a random "teacher" MLP.
-- :func:`batches`: shuffled index batches, the whole "data loader" of :mod:`bncore.train`.
+- :func:`batches`: shuffled index batches, the whole "data loader" of
+  :mod:`bncore.experiments.train`.
 
 All tensors are float32 (inputs) and int64 (labels), created on the CPU; move a data set to the
 training device once with :meth:`Dataset.to` and index batches there.
@@ -151,7 +152,7 @@ def teacher(
                     width=width)
     if depth < 0:
         raise ValueError(f"depth must be >= 0, got {depth}")
-    from bncore.nets import MLP
+    from bncore.experiments.nets import MLP
 
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n_train + n_test, dim, generator=gen)

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bncore.numpy_bn import batch_norm_forward
-from bncore.torch_bn import batch_norm
+from bncore.norm.numpy_bn import batch_norm_forward
+from bncore.norm.torch_bn import batch_norm
 
 __all__ = [
     "BisectionTrace",
@@ -222,7 +222,7 @@ def least_squares_from_data(X: np.ndarray, y: np.ndarray) -> LeastSquaresProblem
 def bn_linear_loss(X: np.ndarray, y: np.ndarray, w: np.ndarray, gamma: float) -> float:
     r"""Mean squared error of the batch-normalized linear unit γ·BN(Xw) against y.
 
-    The unit is evaluated with :func:`bncore.numpy_bn.batch_norm_forward` (one channel, batch
+    The unit is evaluated with :func:`bncore.norm.numpy_bn.batch_norm_forward` (one channel, batch
     statistics, eps = 1e-12, β = 0). For centered X it equals γ·Xw/√(wᵀSw + eps), the
     reparametrization w̃ = γ w/‖w‖_S, so its loss is f(w, γ) = E[y²] − 2γ uᵀw/‖w‖_S + γ².
     """
@@ -838,7 +838,7 @@ def bn_classifier_loss_grad(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Cross-entropy of the scale-invariant classifier logits = γ·BN(X Wᵀ), and its gradient in W.
 
-    BN is :func:`bncore.torch_bn.batch_norm` in training mode (batch statistics, no β). Each
+    BN is :func:`bncore.norm.torch_bn.batch_norm` in training mode (batch statistics, no β). Each
     row w_k of W feeds one BN channel, so up to eps the loss is invariant to w_k → a·w_k
     (Ioffe & Szegedy 2015, §3.3). Hence ∂ℓ/∂w_k ⟂ w_k and ∂ℓ/∂(a w_k) = (1/a) ∂ℓ/∂w_k.
 

@@ -12,11 +12,12 @@ direction by several step sizes η and measures, on the same batch,
 
 :func:`probe_landscape` measures one point and restores the model exactly (parameters,
 ``.grad``, BN running statistics, train/eval flags and random-number states), so it can run in
-the middle of training; :func:`landscape_probe` wraps it for ``bncore.train.train(probes=...)``.
+the middle of training; :func:`landscape_probe` wraps it for
+``bncore.experiments.train.train(probes=...)``.
 
 :func:`bn_layer_terms` measures, for one BN layer, the quantities of Santurkar et al.'s
 Theorems 4.1 and 4.2 (gradient and Hessian quadratic form through BN, by autograd through
-:func:`bncore.torch_bn.batch_norm`); their right-hand sides are in :mod:`bncore.theory`.
+:func:`bncore.norm.torch_bn.batch_norm`); their right-hand sides are in :mod:`bncore.theory`.
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bncore.data import Dataset
-from bncore.nets import MLP, probe_mode
-from bncore.runtime import seed_everything
-from bncore.torch_bn import batch_norm, mean_var
-from bncore.train import train
+from bncore.experiments.data import Dataset
+from bncore.experiments.nets import MLP, probe_mode
+from bncore.experiments.runtime import seed_everything
+from bncore.experiments.train import train
+from bncore.norm.torch_bn import batch_norm, mean_var
 
 __all__ = [
     "BNLayerTerms",
@@ -178,8 +179,8 @@ def probe_landscape(
     ``(xb, yb)``, and L(θ − ηg) and ∇L(θ − ηg) are computed on the same batch (Santurkar et al.
     2018, §3, Fig. 4). ``train_mode=True`` evaluates the training objective (BN with batch
     statistics); noisy BN layers keep the noise of the current step
-    (:func:`bncore.nets.probe_mode`), so every η sees the same objective. Afterwards the model
-    is restored exactly (see :func:`preserved_state`).
+    (:func:`bncore.experiments.nets.probe_mode`), so every η sees the same objective. Afterwards the
+    model is restored exactly (see :func:`preserved_state`).
 
     Parameters
     ----------
@@ -225,7 +226,8 @@ def landscape_probe(
     loss_fn: LossFn = F.cross_entropy,
     train_mode: bool = True,
 ) -> Callable[[nn.Module, Tensor, Tensor, int], LandscapeProbe]:
-    """A probe for ``bncore.train.train(..., probes={"landscape": landscape_probe(etas)})``.
+    """A probe for ``bncore.experiments.train.train(..., probes={"landscape":
+    landscape_probe(etas)})``.
 
     The returned callable ``probe(model, xb, yb, step)`` runs :func:`probe_landscape` on the
     training batch and returns its :class:`LandscapeProbe`; training continues unaffected.
@@ -290,7 +292,7 @@ def bn_layer_terms(
 ) -> BNLayerTerms:
     """Gradient and Hessian quadratic forms through a BN layer, by autograd.
 
-    ``z = bncore.torch_bn.batch_norm(y, None, None, γ, β, training=True, eps=eps)`` and
+    ``z = bncore.norm.torch_bn.batch_norm(y, None, None, γ, β, training=True, eps=eps)`` and
     L̂ = ``downstream(z)``. The Hessian quadratic forms are Hessian-vector products by double
     backward through BN's hand-written backward (which is itself differentiable).
 
@@ -442,7 +444,7 @@ def trace_landscape(
     """Train ``build()`` with SGD and probe the landscape every ``probe_every`` steps.
 
     The model is built after ``seed_everything(seed)`` and trained by
-    :func:`bncore.train.train` with the same ``seed`` (batch order), so a run is
+    :func:`bncore.experiments.train.train` with the same ``seed`` (batch order), so a run is
     reproducible; the probes (:func:`landscape_probe`) do not change the training trajectory.
     """
     seed_everything(seed)
@@ -511,9 +513,9 @@ def lr_sweep(
 ) -> LRSweep:
     """Train ``build()`` for ``steps`` SGD steps at each rate and seed; record the outcome.
 
-    Each run is seeded with :func:`bncore.runtime.seed_everything` (init) and the same seed for
-    the batch order; diverged runs (NaN/Inf or exploding loss, see :func:`bncore.train.train`)
-    stop early and get accuracy 0.
+    Each run is seeded with :func:`bncore.experiments.runtime.seed_everything` (init) and the same
+    seed for the batch order; diverged runs (NaN/Inf or exploding loss, see
+    :func:`bncore.experiments.train.train`) stop early and get accuracy 0.
     """
     lr_arr = np.asarray(lrs, dtype=float)
     if lr_arr.size == 0 or np.any(lr_arr <= 0) or not list(seeds):
@@ -561,7 +563,8 @@ def log_ratio_interval(
 def network_bn_layer_terms(
     model: nn.Module, xb: Tensor, yb: Tensor, layer: int
 ) -> tuple[BNLayerTerms, Tensor]:
-    """:func:`bn_layer_terms` for BN layer ``layer`` of a :class:`bncore.nets.MLP` in place.
+    """:func:`bn_layer_terms` for BN layer ``layer`` of a :class:`bncore.experiments.nets.MLP` in
+    place.
 
     A float64 copy of the model is cut at block ``layer``: y = the block's linear output on the
     batch ``xb`` (blocks before it run in training mode), and the downstream loss is the rest of
@@ -570,7 +573,7 @@ def network_bn_layer_terms(
     """
     blocks = getattr(model, "blocks", None)
     if blocks is None or not hasattr(model, "head"):
-        raise TypeError("network_bn_layer_terms needs a bncore.nets.MLP (with .blocks, .head)")
+        raise TypeError("network_bn_layer_terms needs a bncore.experiments.nets.MLP")
     if not 0 <= layer < len(blocks):
         raise ValueError(f"layer must be in [0, {len(blocks)}), got {layer}")
     net = copy.deepcopy(model).double().train()
@@ -608,7 +611,7 @@ def simulate_mlp(
 ) -> ProbeTrace:
     """The smoothing chapter's simulator: a small MLP trained and probed along the way.
 
-    Builds ``bncore.nets.MLP(in_dim, width, depth, classes, norm=norm)`` and runs
+    Builds ``bncore.experiments.nets.MLP(in_dim, width, depth, classes, norm=norm)`` and runs
     :func:`trace_landscape` with step sizes η ∈ {lr/2, lr, 2·lr} (the training rate and a
     factor of two either side), so that each probe shows how much the loss can move in a step
     of about the size the optimizer takes.

@@ -14,7 +14,7 @@ gradient norm grows by a factor λ per layer from the output toward the input
 
 :func:`simulate` runs many independent networks at once. A stack of S networks (one per seed)
 is a tensor ``z: (S, B, N)``; each layer is one batched matmul ``torch.bmm`` and one call of
-:func:`bncore.torch_bn.batch_norm` on the ``(B, S·N)`` view, so that the batch statistics are
+:func:`bncore.norm.torch_bn.batch_norm` on the ``(B, S·N)`` view, so that the batch statistics are
 per (network, unit) over the B examples, exactly as in S separate networks. The loss is a
 random linear readout of the last layer, L = Σ_{b,i} R_{bi} z^L_{bi} with R_{bi} ~ N(0, 1), and
 autograd backpropagates it through the book's own BN backward. We record, per network and
@@ -39,11 +39,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bncore.data import Dataset
-from bncore.nets import MLP, probe_mode
-from bncore.runtime import default_device, progress, seed_everything
-from bncore.torch_bn import batch_norm
-from bncore.train import loss_fn, train
+from bncore.experiments.data import Dataset
+from bncore.experiments.nets import MLP, probe_mode
+from bncore.experiments.runtime import default_device, progress, seed_everything
+from bncore.experiments.train import loss_fn, train
+from bncore.norm.torch_bn import batch_norm
 
 __all__ = [
     "ACTIVATIONS",
@@ -306,8 +306,8 @@ def mlp_weight_grad_sq(model: MLP, x: Tensor, y: Tensor) -> np.ndarray:
     """‖∂L/∂W_i‖_F² of each hidden block's weight for the cross-entropy loss on ``(x, y)``.
 
     One forward and backward in training mode (batch statistics), inside
-    :func:`bncore.nets.probe_mode` so that BN's running statistics are left as they were.
-    Returns an array of length ``model.depth`` (block 1 first); the model's ``.grad`` fields
+    :func:`bncore.experiments.nets.probe_mode` so that BN's running statistics are left as they
+    were. Returns an array of length ``model.depth`` (block 1 first); the model's ``.grad`` fields
     are cleared afterwards.
     """
     if len(model.blocks) == 0:
@@ -361,13 +361,13 @@ def depth_sweep(
 ) -> DepthSweep:
     """Train ``MLP(in, width, depth, classes, norm="bn")`` for each depth and seed with SGD.
 
-    Each run: :func:`bncore.runtime.seed_everything` (seed), build the model (Kaiming init,
-    BN after every hidden linear layer, as in Yang et al.'s z^l = W^l φ(BN(z^{l−1})) plus
-    biases and a linear head), record the per-layer weight-gradient norms at initialization on
-    one batch, then :func:`bncore.train.train` for ``steps`` plain SGD steps (batch order
-    seeded with the same seed). ``init_seeds`` (default: ``seeds``) are the networks whose
-    gradients at initialization are recorded; that measurement costs one forward and backward,
-    so it can use more networks than the training runs.
+    Each run: :func:`bncore.experiments.runtime.seed_everything` (seed), build the model (Kaiming
+    init, BN after every hidden linear layer, as in Yang et al.'s z^l = W^l φ(BN(z^{l−1})) plus
+    biases and a linear head), record the per-layer weight-gradient norms at initialization on one
+    batch, then :func:`bncore.experiments.train.train` for ``steps`` plain SGD steps (batch order
+    seeded with the same seed). ``init_seeds`` (default: ``seeds``) are the networks whose gradients
+    at initialization are recorded; that measurement costs one forward and backward, so it can use
+    more networks than the training runs.
     """
     depths, seeds = tuple(int(d) for d in depths), tuple(int(s) for s in seeds)
     init_seeds = seeds if init_seeds is None else tuple(int(s) for s in init_seeds)

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bncore import stats
-from bncore.validate import check_dtype, check_input
+from bncore.norm import stats
+from bncore.norm.validate import check_dtype, check_input
 
 __all__ = [
     "BNCache",

@@ -19,7 +19,7 @@ The rest are the measurements of the backprop and transform chapters that are mo
 - :func:`bn_jacobian` and :func:`bn_jacobian_formula`: one channel's Jacobian ∂y/∂x by autograd
   and in closed form, γ/√(σ²+ε)·(I − 11ᵀ/m − x̂x̂ᵀ/m).
 - :func:`bn_jacobian_spectrum`: the eigenvalues of that Jacobian predicted by theory.
-- :func:`bn_fd_errors`: the backward of :mod:`bncore.numpy_bn` or :mod:`bncore.torch_bn`
+- :func:`bn_fd_errors`: the backward of :mod:`bncore.norm.numpy_bn` or :mod:`bncore.norm.torch_bn`
   against centred differences, for dx, dγ and dβ at once.
 - :func:`channel_norm`, :func:`channel_cosine`: per-channel norms and cosines over the
   N·∏spatial values of each channel, for statements like "dx ⟂ x̂ in every channel".
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bncore import numpy_bn, stats, torch_bn
+from bncore.norm import numpy_bn, stats, torch_bn
 
 __all__ = [
     "bn_fd_errors",
@@ -209,8 +209,8 @@ def bn_fd_errors(
 ) -> dict[str, float]:
     """Relative errors of a training-mode BN backward against centred differences.
 
-    For NumPy inputs the analytic gradients are :func:`bncore.numpy_bn.batch_norm_backward`'s,
-    for torch inputs they come from autograd through :func:`bncore.torch_bn.batch_norm`. The
+    For NumPy inputs the analytic gradients are :func:`bncore.norm.numpy_bn.batch_norm_backward`'s,
+    for torch inputs they come from autograd through :func:`bncore.norm.torch_bn.batch_norm`. The
     numerical ones are :func:`numerical_gradient_array` of the forward with upstream gradient
     ``dy``, with respect to ``x``, ``gamma`` and ``beta`` in turn.
 
@@ -256,7 +256,7 @@ def bn_linear_grads(
     r"""Loss and gradients of a linear layer followed by training-mode batch norm.
 
     With z = u Wᵀ, y = BN(z) (per column, over the batch, γ = 1, β = 0, by
-    :func:`bncore.torch_bn.batch_norm`) and the loss ℓ = Σ R ⊙ tanh(y) for a fixed readout R,
+    :func:`bncore.norm.torch_bn.batch_norm`) and the loss ℓ = Σ R ⊙ tanh(y) for a fixed readout R,
 
     .. math::
 
@@ -313,7 +313,7 @@ def bn_jacobian(x: Tensor, gamma: float = 1.0, eps: float = 1e-5) -> Tensor:
     """The Jacobian ∂y/∂x ``(m, m)`` of training-mode BN on one channel, by autograd.
 
     ``x`` holds one channel's m values (shape ``(m,)``); BN is
-    :func:`bncore.torch_bn.batch_norm` on the ``(m, 1)`` input with weight γ and no bias
+    :func:`bncore.norm.torch_bn.batch_norm` on the ``(m, 1)`` input with weight γ and no bias
     (β does not enter the Jacobian). Uses ``torch.autograd.functional.jacobian``, i.e. m
     backward passes through the hand-written backward.
     """

@@ -1,15 +1,15 @@
 """A small, lean training loop with probes: the one every experiment chapter uses.
 
 :func:`train` minimizes the cross-entropy with SGD (or Adam) on index batches of a
-:class:`~bncore.data.Dataset` that already lives on the device (no ``DataLoader``). It records the
-loss and accuracy of every training batch, evaluates on the test split every ``eval_every``
-steps, and calls user *probes* every ``probe_every`` steps. A run is deterministic given
-``seed`` (the batch order comes from a generator seeded with it; the model's initialization is
-the caller's, e.g. after :func:`bncore.runtime.seed_everything`).
+:class:`~bncore.experiments.data.Dataset` that already lives on the device (no ``DataLoader``). It
+records the loss and accuracy of every training batch, evaluates on the test split every
+``eval_every`` steps, and calls user *probes* every ``probe_every`` steps. A run is deterministic
+given ``seed`` (the batch order comes from a generator seeded with it; the model's initialization is
+the caller's, e.g. after :func:`bncore.experiments.runtime.seed_everything`).
 
 Order within step t: forward on batch t, backward, **probes** (they see the weights, batch and
-noise of step t; :func:`bncore.nets.probe_mode` keeps them free of side effects), optimizer
-step. A probe is ``probe(model, xb, yb, step) -> value``; the values are stored in
+noise of step t; :func:`bncore.experiments.nets.probe_mode` keeps them free of side effects),
+optimizer step. A probe is ``probe(model, xb, yb, step) -> value``; the values are stored in
 ``History.probes[name]``, and the steps at which probes ran in ``History.probe_step``.
 """
 
@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bncore.data import Dataset, batches
-from bncore.runtime import default_device
-from bncore.runtime import progress as progress_bar
+from bncore.experiments.data import Dataset, batches
+from bncore.experiments.runtime import default_device
+from bncore.experiments.runtime import progress as progress_bar
 
 __all__ = ["History", "Probe", "evaluate", "loss_fn", "make_optimizer", "train"]
 
@@ -135,11 +135,10 @@ def train(
         0 evaluates only at the end.
     probes, probe_every: ``{name: probe(model, xb, yb, step)}`` called at steps 0,
         probe_every, 2·probe_every, … after the backward pass and before the update.
-    device: where to train; default :func:`bncore.runtime.default_device`. The model and the
-        data are moved there.
-    progress: show a ``tqdm.auto`` bar (also off when ``TQDM_DISABLE`` is set).
-    blowup: stop and mark ``diverged`` when the batch loss exceeds this (or is NaN/Inf).
-    desc: label of the progress bar.
+    device: where to train; default :func:`bncore.experiments.runtime.default_device`. The model and
+    the data are moved there. progress: show a ``tqdm.auto`` bar (also off when ``TQDM_DISABLE`` is
+    set). blowup: stop and mark ``diverged`` when the batch loss exceeds this (or is NaN/Inf). desc:
+    label of the progress bar.
     """
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an int >= 0, got {steps!r}")

@@ -12,7 +12,7 @@ Layout is ``input: (N, C, *spatial)``. In training mode, per channel over m = N�
     \sigma_B^2 = \frac1m\sum (x-\mu_B)^2 \text{ (biased)},
 
 and the running estimates move by running ← (1 − α)·running + α·batch, with the *unbiased*
-m/(m−1)·σ_B² for ``running_var`` (see :mod:`bncore.stats`). In eval mode the running estimates
+m/(m−1)·σ_B² for ``running_var`` (see :mod:`bncore.norm.stats`). In eval mode the running estimates
 replace μ_B, σ_B², so the layer is a fixed affine map whose backward is a per-channel scaling.
 
 The gradient is :class:`BatchNormFunction`'s explicit formula (Ioffe & Szegedy 2015, §3)
@@ -35,8 +35,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from bncore import stats
-from bncore.validate import check_dtype, check_input, check_rank
+from bncore.norm import stats
+from bncore.norm.validate import check_dtype, check_input, check_rank
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "BatchNormFunction", "batch_norm"]
 
@@ -53,7 +53,7 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def mean_var(x: Tensor) -> tuple[Tensor, Tensor]:
     """Per-channel mean μ_B and biased variance σ_B², two-pass (the torch twin of
-    :func:`bncore.stats.mean_var`). Differentiable; returns two ``(C,)`` tensors."""
+    :func:`bncore.norm.stats.mean_var`). Differentiable; returns two ``(C,)`` tensors."""
     dims = stats.reduce_axes(x.dim())
     mean = x.mean(dim=dims, keepdim=True)
     var = (x - mean).square().mean(dim=dims)

@@ -81,7 +81,7 @@ def band(
 
 def landscape_figure(traces: dict[str, list]) -> mpl.figure.Figure:
     """Santurkar et al. (2018), Fig. 4, for ``traces = {norm: [ProbeTrace per seed]}``
-    (:class:`bncore.landscape.ProbeTrace`).
+    (:class:`bncore.experiments.landscape.ProbeTrace`).
 
     Three panels over training steps: (a) the range of L(θ − ηg) over the step sizes η (and
     seeds) around the median, (b) the range of ‖∇L(θ) − ∇L(θ − ηg)‖, (c) the effective
@@ -115,7 +115,7 @@ def landscape_figure(traces: dict[str, list]) -> mpl.figure.Figure:
 
 def lr_sweep_figure(sweeps: dict, *, threshold: float | None = None) -> mpl.figure.Figure:
     """Final test accuracy against the learning rate for ``sweeps = {norm: LRSweep}``
-    (:class:`bncore.landscape.LRSweep`).
+    (:class:`bncore.experiments.landscape.LRSweep`).
 
     The median over seeds is drawn with the min–max range shaded; crosses mark diverged runs
     and dotted verticals the largest rate at which every seed trained.
@@ -165,7 +165,7 @@ def draw_landscape_run(ax: Axes, trace: object, norm: str) -> mpl.figure.Figure:
 __all__ += ["draw_landscape_run", "landscape_figure", "lr_sweep_figure"]
 
 
-# --- residual chapter (bncore.resnets, bncore.signal_prop) ---
+# --- residual chapter (bncore.experiments.resnets, bncore.experiments.signal_prop) ---
 
 
 def draw_stream_variance(
@@ -183,7 +183,7 @@ def draw_stream_variance(
 
     Used by the residual chapter's SkipInit-α simulator (live panel and small multiples).
     """
-    from bncore.signal_prop import signal_propagation_seeds
+    from bncore.experiments.signal_prop import signal_propagation_seeds
     from bncore.theory import residual_stream_variance
 
     sp = signal_propagation_seeds(variant, list(seeds), width=width, depth=depth,
@@ -206,7 +206,7 @@ def draw_stream_variance(
 __all__ += ["draw_stream_variance"]
 
 
-# --- gradient-explosion chapter (bncore.explosion, bncore.theory) ---
+# --- gradient-explosion chapter (bncore.experiments.explosion, bncore.theory) ---
 
 ACTIVATION_COLORS: dict[str, str] = {"linear": "#ff7f0e", "relu": "#1f77b4", "tanh": "#2ca02c"}
 
@@ -220,7 +220,7 @@ def plot_gradient_profile(
     color: str | None = None,
     label: str | None = None,
 ) -> Axes:
-    """Per-layer squared gradient norms of a :class:`bncore.explosion.GradientProfile`.
+    """Per-layer squared gradient norms of a :class:`bncore.experiments.explosion.GradientProfile`.
 
     One thin line per network, their geometric mean in bold, and (if ``rate`` is given) the
     theory's slope, a line ∝ rate^(−l) through the geometric mean at the middle layer.
@@ -249,15 +249,16 @@ def draw_gradient_profile(
     width: int = 256,
     seeds: Sequence[int] = (0, 1, 2),
 ) -> mpl.figure.Figure:
-    """Simulate fresh BN MLPs (:func:`bncore.explosion.simulate`) and draw their weight-gradient
-    profiles against Yang et al.'s rate (ε → 0; linear and ReLU only); returns the figure.
+    """Simulate fresh BN MLPs (:func:`bncore.experiments.explosion.simulate`) and draw their
+    weight-gradient profiles against Yang et al.'s rate (ε → 0; linear and ReLU only); returns the
+    figure.
 
     The measured rate (fit over the middle three fifths of the layers) is written in the
     panel. Used by the gradient-explosion chapter's simulator (live panel and small multiples).
     """
     import torch
 
-    from bncore.explosion import simulate
+    from bncore.experiments.explosion import simulate
     from bncore.theory import gradient_explosion_rate
 
     # float64: over 100 layers the norms span more than float32's range (B = 4, or large eps)

@@ -1,0 +1,15 @@
+"""Batch norm itself: the statistics, the transform and its backward, inference and folding.
+
+=========================  ==========================================================
+module                     what it holds
+=========================  ==========================================================
+:mod:`.stats`              per-channel mean and variance (two-pass, Welford, Chan), the
+                           running-average rules
+:mod:`.validate`           every input check, with messages that say what to fix
+:mod:`.numpy_bn`           the transform, its backward and a module, in NumPy
+:mod:`.torch_bn`           the same as an ``autograd.Function`` and ``BatchNorm1d/2d/3d``
+:mod:`.inference`          population statistics: running averages, recalibration
+:mod:`.fold`               folding BN into the preceding linear or conv layer
+:mod:`.gradcheck`          finite differences and the BN Jacobian, for checking backwards
+=========================  ==========================================================
+"""
