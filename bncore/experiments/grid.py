@@ -1,0 +1,95 @@
+r"""One runner for every experiment of the form "each setting × each seed".
+
+A chapter's measurement is a function ``fn(setting, seed) -> result``. :func:`run_grid` seeds
+every run (:func:`~bncore.experiments.runtime.seed_everything`), shows one progress bar, and
+returns a :class:`Grid` whose :meth:`Grid.values` is the ``(settings, seeds)`` array of a field
+of the results and whose :meth:`Grid.mean_sem` gives the mean over seeds with its standard error
+
+.. math:: \bar v = \frac1S \sum_s v_s, \qquad \mathrm{se} = \mathrm{sd}(v) / \sqrt S,
+
+with the sample standard deviation (``ddof=1``). A setting that is a ``dict`` is passed as
+keyword arguments, ``fn(**setting, seed=seed, **fixed)``; any other setting positionally,
+``fn(setting, seed=seed, **fixed)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from bncore.experiments.runtime import progress, seed_everything
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Grid(Generic[R]):
+    """Results of :func:`run_grid`: ``results[i][j]`` is setting ``settings[i]`` at ``seeds[j]``."""
+
+    settings: tuple[Any, ...]
+    seeds: tuple[int, ...]
+    results: tuple[tuple[R, ...], ...]
+
+    def values(self, field: str | None = None) -> np.ndarray:
+        """The ``(len(settings), len(seeds))`` float array of ``field`` of every result.
+
+        ``field`` names an attribute or a mapping key of the results; ``None`` takes the results
+        themselves (for a ``fn`` that returns a number).
+        """
+        return np.array(
+            [[_field(r, field) for r in row] for row in self.results], dtype=float
+        )
+
+    def mean_sem(self, field: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Mean over seeds and its standard error sd/√S (``ddof=1``; ``nan`` for one seed)."""
+        v = self.values(field)
+        n = v.shape[1]
+        sem = v.std(axis=1, ddof=1) / np.sqrt(n) if n > 1 else np.full(v.shape[0], np.nan)
+        return v.mean(axis=1), sem
+
+    def row(self, setting: Any) -> tuple[R, ...]:
+        """The results of one setting, over the seeds."""
+        return self.results[self.settings.index(setting)]
+
+
+def _field(result: Any, field: str | None) -> float:
+    if field is None:
+        return float(result)
+    if isinstance(result, Mapping):
+        return float(result[field])
+    return float(getattr(result, field))
+
+
+def run_grid(
+    fn: Callable[..., R],
+    settings: Iterable[Any],
+    seeds: Sequence[int] | Iterable[int],
+    *,
+    desc: str | None = None,
+    **fixed: Any,
+) -> Grid[R]:
+    """Run ``fn`` once for every setting and seed, each run seeded, and collect the results.
+
+    Before each run, :func:`~bncore.experiments.runtime.seed_everything` (seed) fixes the
+    initialization; ``fn`` receives ``seed`` too, for its own generators (batch order, data).
+    ``fixed`` keyword arguments are passed to every run. Raises ``ValueError`` for an empty grid.
+    """
+    settings_t, seeds_t = tuple(settings), tuple(int(s) for s in seeds)
+    if not settings_t or not seeds_t:
+        raise ValueError(
+            f"run_grid needs at least one setting and one seed, got {len(settings_t)} settings "
+            f"and {len(seeds_t)} seeds"
+        )
+    runs = [(i, s) for i in range(len(settings_t)) for s in seeds_t]
+    out: list[list[R]] = [[] for _ in settings_t]
+    for i, seed in progress(runs, desc=desc or getattr(fn, "__name__", "grid")):
+        setting = settings_t[i]
+        seed_everything(seed)
+        if isinstance(setting, Mapping):
+            out[i].append(fn(**setting, seed=seed, **fixed))
+        else:
+            out[i].append(fn(setting, seed=seed, **fixed))
+    return Grid(settings_t, seeds_t, tuple(tuple(r) for r in out))
