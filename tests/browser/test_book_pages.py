@@ -36,7 +36,8 @@ def toc_pages() -> list[str]:
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     pages = [toc["root"]]
     for part in toc.get("parts", []):
-        pages += [chapter["file"] for chapter in part["chapters"]]
+        for chapter in part["chapters"]:
+            pages += [chapter["file"], *(s["file"] for s in chapter.get("sections", []))]
     return pages
 
 
