@@ -2,15 +2,23 @@
 PYTHON      ?= python3
 VENV        := .venv
 BIN         := $(VENV)/bin
-# Pinned versions for CI; `make test CONSTRAINTS=` installs the latest releases instead.
-CONSTRAINTS ?= ci/constraints.txt
+# The lock of every version CI uses (`make lock` regenerates it from pyproject.toml and
+# ci/constraints.txt); `make test CONSTRAINTS=` installs the latest releases instead.
+CONSTRAINTS ?= ci/requirements.lock
 STAMP       := $(VENV)/.installed
 HTML        := _build/html
 
 # Non-interactive runs: no tqdm widgets and no live ipywidgets panels in outputs.
 RUN_ENV := TQDM_DISABLE=1 BNCORE_WIDGETS=0 PYDEVD_DISABLE_FILE_VALIDATION=1
 
-.PHONY: install test lint book page test-browser browser-deps lab clean
+PYTEST    := $(RUN_ENV) $(BIN)/python -m pytest -p no:cacheprovider
+NOTEBOOKS := $(wildcard book/*.ipynb)
+# nbval on both cores, a notebook's cells kept on one worker; ci/nbcache.py keeps each
+# execution for the book build, so that a CI run executes every notebook once.
+NBVAL     := PYTHONPATH=ci $(PYTEST) -p nbcache --nbval-lax --nbval-cell-timeout=600 \
+	-n 2 --dist loadfile
+
+.PHONY: install unit test lint types lock book page test-browser browser-deps lab clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,13 +30,32 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check bncore tests book
+	$(BIN)/ruff check bncore tests book ci
 
-test: $(STAMP) lint
-	$(RUN_ENV) $(BIN)/python -m pytest tests book -m "not browser" --nbval-lax \
-		--nbval-cell-timeout=600 -p no:cacheprovider
+types: $(STAMP)
+	$(BIN)/mypy
 
+# The unit tests alone: no notebooks, no throwaway book builds, no browser.
+unit: $(STAMP)
+	$(PYTEST) tests -m "not browser" --ignore=tests/test_build_strict.py -n 2
+
+# Lint, types, the unit tests and every notebook under nbval, in one run on both cores.
+test: $(STAMP) lint types
+	$(NBVAL) tests $(NOTEBOOKS) -m "not browser"
+
+# Regenerate the lock after changing a dependency in pyproject.toml.
+lock: $(STAMP)
+	$(BIN)/pip-compile --quiet --strip-extras --extra book --extra test -c ci/constraints.txt \
+		--no-emit-find-links --no-emit-index-url -o ci/requirements.lock pyproject.toml
+
+# Executes (nbval, both cores) only the notebooks that `make test` has not just executed in
+# this environment, then builds from the cache; the build executes anything still missing.
 book: $(STAMP)
+	@missing=$$(PYTHONPATH=ci $(BIN)/python ci/nbcache.py prepare $(NOTEBOOKS)); \
+	if [ -n "$$missing" ]; then \
+		echo "Executing: $$missing"; \
+		$(NBVAL) $$missing && $(BIN)/python ci/nbcache.py prepare $(NOTEBOOKS) >/dev/null; \
+	else echo "Every notebook was executed in this environment by the last test run."; fi
 	$(RUN_ENV) $(BIN)/jupyter-book build . --builder html -W --keep-going
 	@echo "The book: $(abspath $(HTML))/index.html"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import (
+from bn_testing import (
     FLOAT64_TOL,
     RANKS,
     ModuleContract,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import (
+from bn_testing import (
     FLOAT64_TOL,
     MODULE_NAMES,
     RANKS,
@@ -19,10 +19,10 @@ from conftest import (
     numerical_gradient,
     random_affine,
     random_batch,
-    rel_error,
 )
 
 from bncore.norm import numpy_bn
+from bncore.norm.gradcheck import norm_rel_error
 
 #: cs231n's bound for a correct float64 backward checked by centred differences (h = 1e-5).
 FD_TOL = 1e-7
@@ -94,7 +94,7 @@ def _loss_and_grads(backward, ndim: int):
 def test_backward_matches_centred_finite_differences(ndim, backward):
     loss, params, grads = _loss_and_grads(backward, ndim)
     for name, p, analytic in zip(["dx", "dgamma", "dbeta"], params, grads, strict=True):
-        assert rel_error(analytic, numerical_gradient(loss, p)) < FD_TOL, name
+        assert norm_rel_error(analytic, numerical_gradient(loss, p)) < FD_TOL, name
 
 
 @pytest.mark.parametrize("ndim", RANKS)
@@ -103,7 +103,7 @@ def test_graph_backward_equals_compact_backward(ndim):
     _, _, compact = _loss_and_grads(numpy_bn.batch_norm_backward, ndim)
     _, _, graph = _loss_and_grads(numpy_bn.batch_norm_backward_graph, ndim)
     for a, b in zip(compact, graph, strict=True):
-        assert rel_error(a, b) < 1e-13
+        assert norm_rel_error(a, b) < 1e-13
 
 
 def test_eval_backward_matches_centred_finite_differences():
@@ -121,7 +121,7 @@ def test_eval_backward_matches_centred_finite_differences():
     analytic = [dx, layer.grad_weight, layer.grad_bias]
     for name, p, a in zip(["dx", "dgamma", "dbeta"], [x, layer.weight, layer.bias], analytic,
                           strict=True):
-        assert rel_error(a, numerical_gradient(loss, p)) < FD_TOL, name
+        assert norm_rel_error(a, numerical_gradient(loss, p)) < FD_TOL, name
 
 
 def test_backward_before_forward_raises():

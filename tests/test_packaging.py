@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from packaging.specifiers import SpecifierSet
 
 import bncore
 
@@ -65,6 +66,33 @@ def test_environment_yml_lists_the_same_dependencies_as_pyproject():
     pip, conda = pyproject_dependencies(), conda_dependencies()
     assert sorted(conda) == sorted(pip), "missing or extra package names"
     assert conda == pip, "version constraints differ"
+
+
+def lock_pins() -> dict[str, str]:
+    """``name → version`` of every ``name==version`` line of the CI lock, ci/requirements.lock."""
+    pins = {}
+    for line in (ROOT / "ci" / "requirements.lock").read_text().splitlines():
+        match = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", line)
+        if match:
+            pins[re.sub(r"[-_.]+", "-", match[1]).lower()] = match[2]
+    return pins
+
+
+def test_lock_pins_every_dependency_of_pyproject():
+    missing = sorted(set(pyproject_dependencies()) - set(lock_pins()))
+    assert not missing, f"regenerate the lock with `make lock`; unpinned: {missing}"
+
+
+def test_lock_satisfies_pyproject_ranges():
+    pins = lock_pins()
+    for name, spec in pyproject_dependencies().items():
+        assert SpecifierSet(spec).contains(pins[name], prereleases=True), (
+            f"the lock pins {name}=={pins[name]}, outside pyproject's {spec}: run `make lock`"
+        )
+
+
+def test_lock_pins_the_local_cpu_build_of_torch():
+    assert lock_pins()["torch"].startswith("2.13.0"), "CI must use the CPU build torch 2.13.0"
 
 
 def test_environment_yml_installs_bncore_itself():

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import IMPLS, bcast, normalize, normalize_backward
+from bn_testing import IMPLS, bcast, normalize, normalize_backward
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp

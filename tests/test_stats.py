@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import IMPLS, bcast, normalize, random_batch
+from bn_testing import IMPLS, bcast, normalize, random_batch
 
 from bncore.norm import stats, torch_bn
 

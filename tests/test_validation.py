@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import MODULE_NAMES, to_numpy
+from bn_testing import MODULE_NAMES, to_numpy
 
 from bncore.norm import numpy_bn, torch_bn
 from bncore.norm.validate import BatchNormDTypeError
