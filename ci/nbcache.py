@@ -34,8 +34,8 @@ from typing import Any
 import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGE = ROOT / "_build" / ".nbval_executed"
-CACHE = ROOT / "_build" / ".jupyter_cache"
+STAGE = Path("_build") / ".nbval_executed"  # relative to the repository root
+CACHE = Path("_build") / ".jupyter_cache"  # the book build's default cache
 KEY_FILE = "environment.key"
 KEY_META = "bncore_environment_key"
 
@@ -88,11 +88,12 @@ def pytest_sessionfinish(session: Any) -> None:
     if not _notebooks:
         return
     key = environment_key()
-    STAGE.mkdir(parents=True, exist_ok=True)
+    stage = ROOT / STAGE
+    stage.mkdir(parents=True, exist_ok=True)
     for path, record in _notebooks.items():
         nb = record["nb"]
         code_cells = sum(cell.cell_type == "code" for cell in nb.cells)
-        staged = STAGE / path.name
+        staged = stage / path.name
         if record["failed"] or record["passed"] != code_cells:
             staged.unlink(missing_ok=True)
             continue
@@ -105,20 +106,21 @@ def pytest_sessionfinish(session: Any) -> None:
 # --- command line: move executions into the book's cache ---
 
 
-def _open_cache(key: str) -> Any:
-    """The jupyter-cache at CACHE, emptied first if it was filled under another key."""
+def _open_cache(root: Path, key: str) -> Any:
+    """The book's jupyter-cache, emptied first if it was filled under another key."""
     from jupyter_cache import get_cache  # a dependency of the book extra only
 
-    stamp = CACHE / KEY_FILE
-    if CACHE.exists() and (not stamp.exists() or stamp.read_text() != key):
-        shutil.rmtree(CACHE)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    cache = get_cache(str(CACHE))
+    folder = root / CACHE
+    stamp = folder / KEY_FILE
+    if folder.exists() and (not stamp.exists() or stamp.read_text() != key):
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cache = get_cache(str(folder))
     stamp.write_text(key)
     return cache
 
 
-def prepare(notebooks: list[Path]) -> list[Path]:
+def prepare(notebooks: list[Path], root: Path = ROOT) -> list[Path]:
     """Ingest the staged executions made under the current key; return the notebooks to run.
 
     A staged notebook is ingested only if its key is the current one and its code cells are
@@ -126,9 +128,9 @@ def prepare(notebooks: list[Path]) -> list[Path]:
     """
     from jupyter_cache.base import CacheBundleIn
 
-    key = environment_key()
-    cache = _open_cache(key)
-    for staged in sorted(STAGE.glob("*.ipynb")) if STAGE.exists() else []:
+    key = environment_key(root)
+    cache = _open_cache(root, key)
+    for staged in sorted((root / STAGE).glob("*.ipynb")):
         nb = nbformat.read(staged, as_version=4)
         meta = nb.metadata
         if meta.pop(KEY_META, None) == key:
