@@ -11,7 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from bncore.book.claims import ClaimError, check, check_between, check_close, check_less, glue
+from bncore.book.claims import (
+    ClaimError,
+    check,
+    check_between,
+    check_close,
+    check_less,
+    check_mean,
+    check_raises,
+    glue,
+)
 
 
 def test_claim_error_is_an_assertion_error():
@@ -95,3 +104,37 @@ def test_glue_returns_none_so_a_cell_ending_with_it_shows_nothing(capsys):
 def test_glue_is_a_no_op_without_myst_nb(monkeypatch):
     monkeypatch.setitem(sys.modules, "myst_nb", None)  # makes `import myst_nb` fail
     assert glue("test_claims_value", 0.25) is None
+
+
+def test_check_mean_passes_within_k_standard_errors(capsys):
+    samples = [0.9, 1.0, 1.1, 1.0]  # mean 1, se = 0.0408
+    check_mean("rate matches", samples, 1.1, k=3)
+    out = capsys.readouterr().out
+    assert out.startswith("✓ rate matches") and "± 0.04082" in out and "n = 4" in out
+
+
+def test_check_mean_fails_beyond_k_standard_errors():
+    with pytest.raises(ClaimError, match=r"✗ rate matches: measured 1 ± 0\.04082.*> 3 s\.e\."):
+        check_mean("rate matches", [0.9, 1.0, 1.1, 1.0], 1.2, k=3)
+
+
+def test_check_mean_needs_two_samples_and_fails_on_nan():
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        check_mean("one seed", [1.0], 1.0)
+    with pytest.raises(ClaimError):
+        check_mean("nan", [1.0, math.nan], 1.0)
+
+
+def test_check_raises_returns_the_exception_and_prints_its_message(capsys):
+    err = check_raises("bad eps is refused", ValueError, float, "x", match="could not convert")
+    assert isinstance(err, ValueError)
+    assert capsys.readouterr().out.startswith("✓ bad eps is refused: ValueError: could not")
+
+
+def test_check_raises_fails_when_the_call_returns_or_raises_otherwise():
+    with pytest.raises(ClaimError, match="but the call returned"):
+        check_raises("refused", ValueError, float, "1.5")
+    with pytest.raises(ClaimError, match="expected ValueError, got TypeError"):
+        check_raises("refused", ValueError, float, None)
+    with pytest.raises(ClaimError, match="does not match"):
+        check_raises("refused", ValueError, float, "x", match="^eps must be positive")

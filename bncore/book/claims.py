@@ -10,9 +10,24 @@ where myst-nb is not installed (e.g. a chapter opened in Colab).
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ClaimError", "check", "check_between", "check_close", "check_less", "glue"]
+import numpy as np
+
+from bncore.experiments.grid import standard_error
+
+__all__ = [
+    "ClaimError",
+    "check",
+    "check_between",
+    "check_close",
+    "check_less",
+    "check_mean",
+    "check_raises",
+    "glue",
+]
 
 
 class ClaimError(AssertionError):
@@ -66,6 +81,59 @@ def check_between(claim: str, value: float, low: float, high: float) -> None:
     if not (low <= value <= high):
         raise ClaimError(f"✗ {claim}: {_fmt(value)} is outside [{_fmt(low)}, {_fmt(high)}]")
     print(f"✓ {claim}: {_fmt(value)} in [{_fmt(low)}, {_fmt(high)}]")
+
+
+def check_mean(
+    claim: str, samples: Any, expected: float, *, k: float = 3.0, atol: float = 0.0
+) -> None:
+    r"""Assert that the mean of per-seed ``samples`` is within k standard errors of ``expected``.
+
+    |v̄ − expected| ≤ k·se + atol, se = sd(v)/√n (:func:`~bncore.experiments.grid.standard_error`);
+    ``atol`` is for a known bias the statistics do not cover (say where it comes from). Needs at
+    least two samples.
+    """
+    v = np.asarray(samples, dtype=float).ravel()
+    if v.size < 2:
+        raise ValueError(f"check_mean needs at least 2 samples for a standard error, got {v.size}")
+    mean, se = float(v.mean()), standard_error(v)
+    err, bound = abs(mean - expected), k * se + atol
+    extra = f" + {_fmt(atol)}" if atol else ""
+    detail = (f"measured {_fmt(mean)} ± {_fmt(se)} (mean ± s.e., n = {v.size}), expected "
+              f"{_fmt(expected)}, |Δ| = {_fmt(err)} ≤ {k:g} s.e.{extra} = {_fmt(bound)}")
+    if not (err <= bound):
+        raise ClaimError(f"✗ {claim}: {detail.replace('≤', '>')}")
+    print(f"✓ {claim}: {detail}")
+
+
+def check_raises(
+    claim: str,
+    exc_type: type[BaseException],
+    fn: Callable[..., Any],
+    *args: Any,
+    match: str | None = None,
+    **kwargs: Any,
+) -> BaseException:
+    """Assert that ``fn(*args, **kwargs)`` raises ``exc_type`` (message matching ``match``).
+
+    Prints the message it caught and returns the exception. A call that returns, or raises
+    something else, is a :class:`ClaimError`.
+    """
+    try:
+        fn(*args, **kwargs)
+    except exc_type as err:
+        message = str(err)
+        if match is not None and not re.search(match, message):
+            raise ClaimError(
+                f"✗ {claim}: {type(err).__name__} raised, but its message {message!r} does not "
+                f"match {match!r}"
+            ) from err
+        print(f"✓ {claim}: {type(err).__name__}: {message}")
+        return err
+    except Exception as err:
+        raise ClaimError(
+            f"✗ {claim}: expected {exc_type.__name__}, got {type(err).__name__}: {err}"
+        ) from err
+    raise ClaimError(f"✗ {claim}: expected {exc_type.__name__}, but the call returned")
 
 
 def glue(name: str, value: Any, display: bool = False) -> None:

@@ -1,4 +1,4 @@
-r"""One runner for every experiment of the form "each setting × each seed".
+r"""One runner for every experiment of the form "each setting × each seed", and its statistics.
 
 A chapter's measurement is a function ``fn(setting, seed) -> result``. :func:`run_grid` seeds
 every run (:func:`~bncore.experiments.runtime.seed_everything`), shows one progress bar, and
@@ -7,7 +7,8 @@ of the results and whose :meth:`Grid.mean_sem` gives the mean over seeds with it
 
 .. math:: \bar v = \frac1S \sum_s v_s, \qquad \mathrm{se} = \mathrm{sd}(v) / \sqrt S,
 
-with the sample standard deviation (``ddof=1``). A setting that is a ``dict`` is passed as
+with the sample standard deviation (``ddof=1``); :func:`standard_error` is that formula for any
+array of per-seed values. A setting that is a ``dict`` is passed as
 keyword arguments, ``fn(**setting, seed=seed, **fixed)``; any other setting positionally,
 ``fn(setting, seed=seed, **fixed)``.
 """
@@ -46,13 +47,41 @@ class Grid(Generic[R]):
     def mean_sem(self, field: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Mean over seeds and its standard error sd/√S (``ddof=1``; ``nan`` for one seed)."""
         v = self.values(field)
-        n = v.shape[1]
-        sem = v.std(axis=1, ddof=1) / np.sqrt(n) if n > 1 else np.full(v.shape[0], np.nan)
-        return v.mean(axis=1), sem
+        return v.mean(axis=1), standard_error(v, axis=1)
 
     def row(self, setting: Any) -> tuple[R, ...]:
         """The results of one setting, over the seeds."""
         return self.results[self.settings.index(setting)]
+
+
+def standard_error(samples: Any, axis: int | None = 0) -> Any:
+    r"""Standard error of the mean, sd/√n with the sample standard deviation (``ddof=1``).
+
+    ``samples`` holds one value per seed along ``axis`` (``None``: all values). Returns a float
+    for a 1-d input (``axis=0``) or ``axis=None``, else an array; ``nan`` where n < 2.
+    """
+    v = np.asarray(samples, dtype=float)
+    n = v.size if axis is None else v.shape[axis]
+    if n < 2:
+        shape = () if axis is None else np.delete(np.array(v.shape), axis)
+        se = np.full(shape, np.nan)
+    else:
+        se = v.std(axis=axis, ddof=1) / np.sqrt(n)
+    return float(se) if np.ndim(se) == 0 else se
+
+
+def standard_error_of_difference(a: Any, b: Any, *, paired: bool = False) -> Any:
+    r"""Standard error of mean(a) − mean(b) over seeds.
+
+    Independent samples: √(se(a)² + se(b)²). Paired samples (seed s gives both runs the same
+    initialization and batch order): se(a − b), which removes the variance the pair shares.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if paired:
+        if a.shape != b.shape:
+            raise ValueError(f"paired samples need the same shape, got {a.shape} and {b.shape}")
+        return standard_error(a - b, axis=None if a.ndim == 1 else 0)
+    return float(np.hypot(standard_error(a, axis=None), standard_error(b, axis=None)))
 
 
 def _field(result: Any, field: str | None) -> float:
