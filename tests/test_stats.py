@@ -178,3 +178,11 @@ def test_mean_var_accumulates_float16_input_in_float32():
     ref_mean, ref_var = stats.mean_var(x.astype(np.float64))
     np.testing.assert_allclose(var, ref_var, rtol=1e-5)
     np.testing.assert_allclose(mean, ref_mean, rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_mean_var_merges_chunks_to_the_two_pass_result():
+    x = np.random.default_rng(5).standard_normal((96, 4)) * 3.0 + 7.0
+    mean, var = stats.chunked_mean_var(x, n_chunks=8)
+    ref_mean, ref_var = stats.mean_var(x)
+    np.testing.assert_allclose(mean, ref_mean, rtol=1e-13)
+    np.testing.assert_allclose(var, ref_var, rtol=1e-12)

@@ -136,3 +136,21 @@ def chan_merge(
     mean = mean_a + delta * (n_b / n)
     m2 = m2_a + m2_b + np.square(delta) * (n_a * n_b / n)
     return n, mean, m2
+
+
+def chunked_mean_var(x: np.ndarray, n_chunks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and biased variance of (m, C) data from ``n_chunks`` equal row chunks.
+
+    Each chunk's (count, mean, M₂) comes from :func:`mean_var` (two passes); the chunks are then
+    merged left to right with :func:`chan_merge` and σ² = M₂/m: the computation of statistics
+    spread over devices, on one machine.
+    """
+    chunks = np.split(np.asarray(x), n_chunks)
+    merged: tuple[int, np.ndarray, np.ndarray] | None = None
+    for chunk in chunks:
+        mean, var = mean_var(chunk)
+        part = (len(chunk), mean, var * len(chunk))
+        merged = part if merged is None else chan_merge(*merged, *part)
+    assert merged is not None  # np.split returns at least one chunk
+    n, mean, m2 = merged
+    return mean, m2 / n
