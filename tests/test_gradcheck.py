@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from bncore.norm import gradcheck, numpy_bn
+from bncore.norm import gradcheck, numpy_bn, torch_bn
 
 F64 = torch.float64
 
@@ -275,3 +276,31 @@ def test_bn_jacobian_spectrum_hand_computed():
 def test_jacobian_helpers_reject_bad_input(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+def test_bn_autograd_checks_pass_for_torch_and_bncore():
+    gen = torch.Generator().manual_seed(0)
+    opts = {"generator": gen, "dtype": torch.float64}
+    x = torch.randn(4, 2, 3, **opts).requires_grad_(True)
+    w, b = (torch.randn(2, **opts).requires_grad_(True) for _ in range(2))
+    rm, rv = torch.randn(2, **opts), torch.rand(2, **opts) + 0.5
+    for fn in (F.batch_norm, torch_bn.batch_norm):
+        results = gradcheck.bn_autograd_checks(fn, x, w, b, rm, rv)
+        assert len(results) == 4 and all(results.values())
+
+
+def test_bn_tanh_hvp_matches_finite_differences_of_the_gradient():
+    gen = torch.Generator().manual_seed(1)
+    opts = {"generator": gen, "dtype": torch.float64}
+    x, r, v = (torch.randn(5, 2, **opts) for _ in range(3))
+    w, b = torch.rand(2, **opts) + 0.5, torch.randn(2, **opts)
+    hvp = gradcheck.bn_tanh_hvp(torch_bn.batch_norm, x, w, b, r, v)
+
+    def grad(a: torch.Tensor) -> torch.Tensor:
+        a = a.clone().requires_grad_(True)
+        loss = (r * torch.tanh(torch_bn.batch_norm(a, None, None, w, b, True, 0.1, 1e-5))).sum()
+        return torch.autograd.grad(loss, a)[0]
+
+    h = 1e-6
+    fd = (grad(x + h * v) - grad(x - h * v)) / (2 * h)
+    assert gradcheck.norm_rel_error(hvp, fd) < 1e-7

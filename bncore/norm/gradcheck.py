@@ -21,6 +21,9 @@ The rest are the measurements of the backprop and transform chapters that are mo
 - :func:`bn_jacobian_spectrum`: the eigenvalues of that Jacobian predicted by theory.
 - :func:`bn_fd_errors`: the backward of :mod:`bncore.norm.numpy_bn` or :mod:`bncore.norm.torch_bn`
   against centred differences, for dx, dγ and dβ at once.
+- :func:`bn_autograd_checks`: ``torch.autograd.gradcheck`` and ``gradgradcheck`` of a batch-norm
+  function in training and in eval mode.
+- :func:`bn_tanh_hvp`: a Hessian-vector product through batch norm, of L = Σ R ⊙ tanh(BN(x)).
 - :func:`channel_norm`, :func:`channel_cosine`: per-channel norms and cosines over the
   N·∏spatial values of each channel, for statements like "dx ⟂ x̂ in every channel".
 """
@@ -38,11 +41,13 @@ from torch import Tensor
 from bncore.norm import numpy_bn, stats, torch_bn
 
 __all__ = [
+    "bn_autograd_checks",
     "bn_fd_errors",
     "bn_jacobian",
     "bn_jacobian_formula",
     "bn_jacobian_spectrum",
     "bn_linear_grads",
+    "bn_tanh_hvp",
     "channel_cosine",
     "channel_norm",
     "norm_rel_error",
@@ -363,3 +368,56 @@ def bn_jacobian_spectrum(m: int, var: float, gamma: float = 1.0, eps: float = 1e
     s = 1.0 / np.sqrt(var + eps)
     values = np.array([0.0, gamma * s * eps / (var + eps)] + [gamma * s] * (m - 2))
     return np.sort(values)
+
+
+BatchNormFn = Callable[..., Tensor]
+"""A function with ``torch.nn.functional.batch_norm``'s signature."""
+
+
+def bn_autograd_checks(
+    fn: BatchNormFn,
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    eps: float = 1e-5,
+) -> dict[str, bool]:
+    """``gradcheck`` and ``gradgradcheck`` of ``fn`` in training and eval mode, w.r.t. x, γ, β.
+
+    ``x``, ``weight`` and ``bias`` are float64 and require grad; in eval mode the running
+    statistics are constants. Returns ``{"gradcheck, training mode": ok, ...}``.
+    """
+
+    def training(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+        return fn(x, None, None, w, b, True, 0.1, eps)
+
+    def evaluation(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+        return fn(x, running_mean, running_var, w, b, False, 0.1, eps)
+
+    results = {}
+    for mode, f in (("training", training), ("eval", evaluation)):
+        results[f"gradcheck, {mode} mode"] = torch.autograd.gradcheck(f, (x, weight, bias))
+        results[f"gradgradcheck, {mode} mode"] = torch.autograd.gradgradcheck(f, (x, weight, bias))
+    return results
+
+
+def bn_tanh_hvp(
+    fn: BatchNormFn,
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    readout: Tensor,
+    direction: Tensor,
+    eps: float = 1e-5,
+) -> Tensor:
+    r"""The Hessian-vector product ∇²ₓL·v of L(x) = Σ R ⊙ tanh(BN(x)), BN in training mode.
+
+    By double backward through ``fn``'s backward (``torch.autograd.functional.hvp``): it is
+    right only if that backward is itself differentiable, which is what it checks.
+    """
+
+    def loss(a: Tensor) -> Tensor:
+        return (readout * torch.tanh(fn(a, None, None, weight, bias, True, 0.1, eps))).sum()
+
+    return torch.autograd.functional.hvp(loss, x.detach(), direction)[1]
