@@ -54,3 +54,11 @@ def test_renders_as_a_fenced_python_block():
 def test_refuses_what_is_not_a_definition():
     with pytest.raises(TypeError, match="function, method or class"):
         show_source(42)
+
+
+def test_several_objects_in_one_listing():
+    code = show_source(documented, Documented.method).code
+    assert code.startswith("def documented")
+    assert code.endswith("def method(self) -> int:\n    return 1")
+    with pytest.raises(TypeError):
+        show_source()

@@ -46,13 +46,20 @@ def _docstring_node(node: ast.AST) -> ast.Expr | None:
     return None
 
 
-def show_source(obj: Any, *, docstring: bool = False, signature: bool = True) -> Source:
-    """The source of a function, method or class, without its docstring unless asked.
+def show_source(*objs: Any, docstring: bool = False, signature: bool = True) -> Source:
+    """The source of functions, methods or classes, without docstrings unless asked.
 
-    ``signature=False`` shows the body alone (dedented), for a listing whose prose has already
-    named the function. Raises ``TypeError`` for anything that is not a function, method or
-    class defined in Python source.
+    Several objects are shown one after another in one listing. ``signature=False`` shows the
+    body alone (dedented), for a listing whose prose has already named the function. Raises
+    ``TypeError`` for anything that is not a function, method or class defined in Python source.
     """
+    if not objs:
+        raise TypeError("show_source needs a function, method or class")
+    parts = [_listing(obj, docstring=docstring, signature=signature) for obj in objs]
+    return Source("\n\n\n".join(parts), ", ".join(getattr(o, "__qualname__", "") for o in objs))
+
+
+def _listing(obj: Any, *, docstring: bool, signature: bool) -> str:
     target = inspect.unwrap(obj)
     if not (inspect.isfunction(target) or inspect.ismethod(target) or inspect.isclass(target)):
         raise TypeError(f"show_source needs a function, method or class, got {type(obj).__name__}")
@@ -70,4 +77,4 @@ def show_source(obj: Any, *, docstring: bool = False, signature: bool = True) ->
         drop.update(range(0, first_body))
     kept = [line for i, line in enumerate(lines) if i not in drop]
     code = textwrap.dedent("\n".join(kept)) if not signature else "\n".join(kept)
-    return Source(code.strip("\n"), getattr(target, "__qualname__", ""))
+    return code.strip("\n")
