@@ -9,8 +9,10 @@ import torch
 
 from bncore.experiments.data import gaussian_mixture
 from bncore.experiments.diagnostics import ics_probe, moments_probe
+from bncore.experiments.grid import run_grid
 from bncore.experiments.nets import MLP
-from bncore.experiments.train import History, evaluate, train
+from bncore.experiments.runtime import seed_everything
+from bncore.experiments.train import History, Run, evaluate, train, train_mlp
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +79,24 @@ def test_bad_arguments_raise(data):
         train(_fresh("bn"), data, steps=1, lr=0.1, batch_size=10_000, progress=False)
     with pytest.raises(ValueError, match="optimizer"):
         train(_fresh("bn"), data, steps=1, lr=0.1, optimizer="lbfgs", progress=False)
+
+
+def test_train_mlp_builds_from_the_global_rng_and_seeds_noise_and_batch_order():
+    data = gaussian_mixture(n_train=128, n_test=64, dim=5, num_classes=3, seed=0)
+    runs = []
+    for _ in range(2):
+        seed_everything(3)
+        runs.append(train_mlp(data, seed=3, norm="noisy_bn", width=8, depth=2, steps=5,
+                              lr=0.1, batch_size=16, eval_every=5, progress=False,
+                              noise={"mean_scale": 1.0, "std_scale": 2.0}))
+    assert runs[0].history.loss == runs[1].history.loss
+    assert runs[0].model.blocks[0].norm.seed == 3000  # noise seed 1000·seed + block index
+
+
+def test_grid_items_pair_each_result_with_its_setting_and_seed():
+    grid = run_grid(train_mlp, [{"norm": "bn"}], [0, 1], data=gaussian_mixture(
+        n_train=64, n_test=32, dim=4, num_classes=2, seed=0), width=4, depth=1, steps=2,
+        lr=0.1, batch_size=16, eval_every=2, progress=False)
+    keys = [key for key, _ in grid.items()]
+    assert keys == [({"norm": "bn"}, 0), ({"norm": "bn"}, 1)]
+    assert all(isinstance(run, Run) for _, run in grid.items())

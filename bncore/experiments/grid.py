@@ -15,7 +15,7 @@ keyword arguments, ``fn(**setting, seed=seed, **fixed)``; any other setting posi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -48,6 +48,12 @@ class Grid(Generic[R]):
         """Mean over seeds and its standard error sd/√S (``ddof=1``; ``nan`` for one seed)."""
         v = self.values(field)
         return v.mean(axis=1), standard_error(v, axis=1)
+
+    def items(self) -> Iterator[tuple[tuple[Any, int], R]]:
+        """``((setting, seed), result)`` for every run, in the order they ran."""
+        for setting, row in zip(self.settings, self.results, strict=True):
+            for seed, result in zip(self.seeds, row, strict=True):
+                yield (setting, seed), result
 
     def row(self, setting: Any) -> tuple[R, ...]:
         """The results of one setting, over the seeds."""

@@ -25,10 +25,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bncore.experiments.data import Dataset, batches
+from bncore.experiments.nets import MLP
 from bncore.experiments.runtime import default_device
 from bncore.experiments.runtime import progress as progress_bar
 
-__all__ = ["History", "Probe", "evaluate", "loss_fn", "make_optimizer", "train"]
+__all__ = [
+    "History",
+    "Probe",
+    "Run",
+    "evaluate",
+    "loss_fn",
+    "make_optimizer",
+    "train",
+    "train_mlp",
+]
 
 Probe = Callable[[nn.Module, Tensor, Tensor, int], Any]
 
@@ -194,3 +204,36 @@ def train(
     if not hist.diverged:
         record_eval(len(hist.step))
     return hist
+
+
+@dataclass
+class Run:
+    """A trained model and the :class:`History` of its training."""
+
+    model: nn.Module
+    history: History
+
+
+def train_mlp(
+    data: Dataset,
+    *,
+    seed: int,
+    norm: str,
+    width: int,
+    depth: int,
+    activation: str = "relu",
+    init: str = "kaiming",
+    noise: dict[str, Any] | None = None,
+    **train_kwargs: Any,
+) -> Run:
+    """Build an :class:`~bncore.experiments.nets.MLP` for ``data`` and :func:`train` it.
+
+    The initialization uses the global RNG as it stands (seed it first, e.g. by running under
+    :func:`bncore.experiments.grid.run_grid`); ``seed`` seeds the batch order and, for
+    ``norm="noisy_bn"``, the noise (``noise`` holds the other noise arguments). The remaining
+    keyword arguments go to :func:`train`.
+    """
+    model = MLP(data.in_dim, width, depth, data.num_classes, norm=norm, activation=activation,
+                init=init, noise=None if noise is None else {**noise, "seed": seed})
+    train_kwargs.setdefault("desc", f"{norm}, seed {seed}")
+    return Run(model, train(model, data, seed=seed, **train_kwargs))
