@@ -34,6 +34,8 @@ __all__ = [
     "Probe",
     "Run",
     "evaluate",
+    "least_squares_loss",
+    "linear_readout",
     "loss_fn",
     "make_optimizer",
     "train",
@@ -43,6 +45,21 @@ __all__ = [
 Probe = Callable[[nn.Module, Tensor, Tensor, int], Any]
 
 loss_fn = F.cross_entropy  # the loss every chapter trains with (mean over the batch)
+
+
+def least_squares_loss(output: Tensor, target: Tensor) -> Tensor:
+    """L = ½ Σᵢ (outputᵢ₀ − targetᵢ)² for a one-output model: its Hessian in a linear model's
+    weights is XᵀX, with no factor 2 and no 1/m."""
+    return 0.5 * (output[:, 0] - target).square().sum()
+
+
+def linear_readout(readout: Tensor) -> Callable[[Tensor], Tensor]:
+    """The loss L(z) = ⟨z, R⟩ = Σ z ⊙ R, whose gradient is R everywhere (and Hessian zero)."""
+
+    def loss(z: Tensor) -> Tensor:
+        return (z * readout).sum()
+
+    return loss
 
 
 @dataclass
