@@ -8,10 +8,7 @@ modules ``test_upstream_modules``, ``test_upstream_opinfo`` and ``test_upstream_
 them through ``bncore.BatchNorm1d/2d/3d`` and ``bncore.batch_norm`` with torch's own module or
 functional as the oracle.
 
-``torch.testing._internal.common_utils`` imports ``expecttest`` at module level for its
-``TestCase`` base class (used for ``assertExpectedInline``, which no batch-norm case calls). When
-that package is not installed, a minimal stand-in module is registered under its name so that the
-import succeeds; the cases themselves, their inputs and their checks are torch's, unchanged.
+``torch.testing._internal.common_utils`` imports ``expecttest`` (a test dependency of bncore).
 
 This is a helper module, not a conftest: tests import it by name (pytest puts ``tests/`` on
 ``sys.path``).
@@ -19,9 +16,6 @@ This is a helper module, not a conftest: tests import it by name (pytest puts ``
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-import types
 import unittest
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -29,25 +23,18 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
-
-import bncore
-
-if importlib.util.find_spec("expecttest") is None:  # only the import is needed, see above
-    _expecttest = types.ModuleType("expecttest")
-    _expecttest.TestCase = unittest.TestCase  # type: ignore[attr-defined]
-    _expecttest.ACCEPT = False  # type: ignore[attr-defined]
-    sys.modules["expecttest"] = _expecttest
-
-from torch.testing._internal import common_utils  # noqa: E402
-from torch.testing._internal.common_methods_invocations import op_db  # noqa: E402
-from torch.testing._internal.common_modules import (  # noqa: E402
+from torch.testing._internal import common_utils
+from torch.testing._internal.common_methods_invocations import op_db
+from torch.testing._internal.common_modules import (
     ModuleErrorEnum,
     ModuleInfo,
     ModuleInput,
     module_db,
 )
-from torch.testing._internal.common_nn import _test_module_empty_input  # noqa: E402
-from torch.testing._internal.opinfo.core import OpInfo, SampleInput  # noqa: E402
+from torch.testing._internal.common_nn import _test_module_empty_input
+from torch.testing._internal.opinfo.core import OpInfo, SampleInput
+
+import bncore
 
 __all__ = [
     "BN_MODULE_INFOS",
