@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from bncore.experiments.data import Dataset, batches
 from bncore.experiments.nets import MLP
+from bncore.experiments.resnets import ResNet
 from bncore.experiments.runtime import default_device
 from bncore.experiments.runtime import progress as progress_bar
 
@@ -40,6 +41,7 @@ __all__ = [
     "make_optimizer",
     "train",
     "train_mlp",
+    "train_resnet",
 ]
 
 Probe = Callable[[nn.Module, Tensor, Tensor, int], Any]
@@ -253,4 +255,15 @@ def train_mlp(
     model = MLP(data.in_dim, width, depth, data.num_classes, norm=norm, activation=activation,
                 init=init, noise=None if noise is None else {**noise, "seed": seed})
     train_kwargs.setdefault("desc", f"{norm}, seed {seed}")
+    return Run(model, train(model, data, seed=seed, **train_kwargs))
+
+
+def train_resnet(
+    data: Dataset, *, seed: int, variant: str, width: int, depth: int, **train_kwargs: Any
+) -> Run:
+    """Build a :class:`~bncore.experiments.resnets.ResNet` of ``variant`` for ``data`` and
+    :func:`train` it; as :func:`train_mlp`, the initialization uses the global RNG as it stands
+    and ``seed`` seeds the batch order."""
+    model = ResNet(data.in_dim, width, depth, data.num_classes, variant)
+    train_kwargs.setdefault("desc", f"{variant}, η = {train_kwargs.get('lr')}")
     return Run(model, train(model, data, seed=seed, **train_kwargs))
