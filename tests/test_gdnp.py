@@ -1,5 +1,5 @@
-"""Tests for bncore.experiments.gdnp: GDNP on least squares and halfspaces, bisection, scale
-invariance."""
+"""GDNP on least squares and halfspaces, bisection, and scale-invariant SGD
+(bncore.experiments.gdnp_least_squares, gdnp_halfspace, gdnp_rates, scale_invariant_sgd)."""
 
 from __future__ import annotations
 
@@ -8,26 +8,27 @@ import pytest
 import torch
 
 from bncore import theory
-from bncore.experiments.gdnp import (
+from bncore.experiments.gdnp_halfspace import (
     HalfspaceProblem,
-    LeastSquaresProblem,
     bisection,
-    bn_classifier_loss_grad,
+    gd_halfspace,
+    gdnp_halfspace,
+)
+from bncore.experiments.gdnp_least_squares import (
+    LeastSquaresProblem,
     bn_least_squares_grad_w,
     bn_linear_loss,
-    compare_least_squares,
-    gd_halfspace,
     gd_least_squares,
-    gdnp_halfspace,
     gdnp_least_squares,
     least_squares_from_data,
     make_least_squares_data,
     optimal_gain,
     rayleigh_gradient,
     rayleigh_quotient,
-    scale_invariant_sgd,
     spectrum_covariance,
 )
+from bncore.experiments.gdnp_rates import compare_least_squares
+from bncore.experiments.scale_invariant_sgd import bn_classifier_loss_grad, scale_invariant_sgd
 
 
 @pytest.fixture(scope="module")

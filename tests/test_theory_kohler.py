@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bncore import theory
-from bncore.experiments.gdnp import (
+from bncore.experiments.convergence import fitted_rate
+from bncore.experiments.gdnp_least_squares import (
     LeastSquaresProblem,
-    fitted_rate,
     gd_least_squares,
     gdnp_least_squares,
     spectrum_covariance,
