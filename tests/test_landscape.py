@@ -1,4 +1,5 @@
-"""Landscape probes along the gradient (Santurkar et al. 2018, §3) and BN-layer terms."""
+"""Landscape probes along the gradient (Santurkar et al. 2018, §3), their traces over training,
+learning-rate sweeps, and BN-layer terms."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bncore.experiments.landscape import (
-    bn_layer_terms,
-    landscape_probe,
-    preserved_state,
-    probe_landscape,
-    smooth_downstream,
-)
+from bncore.experiments.bn_curvature import bn_layer_terms, smooth_downstream
+from bncore.experiments.data import gaussian_mixture
+from bncore.experiments.landscape import landscape_probe, preserved_state, probe_landscape
+from bncore.experiments.landscape_trace import trace_landscape
+from bncore.experiments.log_ratio import log_ratio_interval
+from bncore.experiments.lr_sweep import lr_sweep
+from bncore.experiments.nets import MLP
+from bncore.experiments.runtime import seed_everything
+from bncore.experiments.train import train
 from bncore.norm.torch_bn import BatchNorm1d
 
 DT = torch.float64
@@ -197,12 +200,6 @@ def test_bn_layer_terms_handles_a_linear_downstream_loss() -> None:
 
 
 def test_trace_landscape_records_probes_without_changing_training() -> None:
-    from bncore.experiments.data import gaussian_mixture
-    from bncore.experiments.landscape import trace_landscape
-    from bncore.experiments.nets import MLP
-    from bncore.experiments.runtime import seed_everything
-    from bncore.experiments.train import train
-
     data = gaussian_mixture(128, 64, 8, 3, seed=0)
     build = lambda: MLP(8, 16, 2, 3, norm="bn")  # noqa: E731
     tr = trace_landscape(build, data, lr=0.1, steps=30, etas=[0.05, 0.1], probe_every=10, seed=1)
@@ -216,10 +213,6 @@ def test_trace_landscape_records_probes_without_changing_training() -> None:
 
 
 def test_lr_sweep_and_log_ratio_interval() -> None:
-    from bncore.experiments.data import gaussian_mixture
-    from bncore.experiments.landscape import log_ratio_interval, lr_sweep
-    from bncore.experiments.nets import MLP
-
     data = gaussian_mixture(128, 64, 8, 3, seed=0, separation=4.0)
     sw = lr_sweep(lambda: MLP(8, 16, 2, 3, norm="none"), data, [0.05, 1e4], [0, 1], steps=20)
     assert sw.acc.shape == sw.diverged.shape == (2, 2)

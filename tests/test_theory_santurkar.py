@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bncore.experiments.landscape import bn_layer_terms, smooth_downstream
+from bncore.experiments.bn_curvature import bn_layer_terms, smooth_downstream
 from bncore.theory import santurkar_grad_bound, santurkar_grad_gap, santurkar_hessian_bound
 
 DT = torch.float64
