@@ -9,13 +9,8 @@ import pytest
 import torch
 
 from bncore.experiments.data import gaussian_mixture
-from bncore.experiments.explosion import (
-    GradientProfile,
-    depth_sweep,
-    fit_rate,
-    mlp_weight_grad_sq,
-    simulate,
-)
+from bncore.experiments.depth_sweep import depth_sweep, mlp_weight_grad_sq
+from bncore.experiments.explosion import GradientProfile, fit_rate, simulate
 from bncore.experiments.nets import MLP
 from bncore.experiments.train import loss_fn
 from bncore.theory import gradient_explosion_rate, gradient_explosion_rate_large_eps

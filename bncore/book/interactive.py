@@ -74,6 +74,6 @@ def simulator(
     if not widgets_enabled():
         static()
         return
-    import ipywidgets
+    import ipywidgets  # optional (the book extra): imported only where a live panel is shown
 
     ipywidgets.interact_manual(run, **controls)

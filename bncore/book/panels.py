@@ -12,15 +12,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
+import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from bncore.book.interactive import small_multiples
-from bncore.book.plotting import draw_landscape_run
+from bncore.book.plotting import draw_gradient_profile, draw_landscape_run, draw_stream_variance
 from bncore.experiments.data import Dataset
+from bncore.experiments.explosion import GradientProfile, simulate
 from bncore.experiments.landscape_trace import simulate_mlp
+from bncore.experiments.signal_prop import signal_propagation_seeds
 
-__all__ = ["landscape_grid", "landscape_panel"]
+__all__ = [
+    "gradient_profile_grid",
+    "gradient_profile_panel",
+    "landscape_grid",
+    "landscape_panel",
+    "stream_variance_grid",
+    "stream_variance_panel",
+]
 
 
 def landscape_panel(data: Dataset, lr: float, depth: int, bn: bool) -> Figure:
@@ -39,3 +49,68 @@ def landscape_grid(data: Dataset, depths: Sequence[int], lrs: Sequence[float]) -
             draw_landscape_run(ax, simulate_mlp(data, depth=depth, lr=lr, norm=norm), norm)
 
     return small_multiples(draw, rows=("depth", list(depths)), cols=("η", list(lrs)))
+
+
+def stream_variance_panel(
+    alpha: float, depth: int, width: int, *, variant: str = "skipinit",
+    seeds: Sequence[int] = (0, 1, 2), batch_size: int = 64,
+) -> Figure:
+    """Measure the residual stream of fresh networks
+    (:func:`~bncore.experiments.signal_prop.signal_propagation_seeds`) and draw E[x_ℓ²] against
+    the prediction (:func:`~bncore.book.plotting.draw_stream_variance`)."""
+    _, ax = plt.subplots(figsize=(4.5, 3))
+    sp = signal_propagation_seeds(variant, list(seeds), width=width, depth=depth,
+                                  batch_size=batch_size, alpha=alpha)
+    return draw_stream_variance(ax, sp, variant, alpha)
+
+
+def stream_variance_grid(
+    widths: Sequence[int], alphas: Sequence[float], *, depth: int, variant: str = "skipinit",
+    seeds: Sequence[int] = (0, 1, 2), batch_size: int = 64,
+) -> Figure:
+    """Small multiples of :func:`stream_variance_panel` at one depth: width × α."""
+
+    def draw(ax: Axes, width: int, alpha: float) -> None:
+        sp = signal_propagation_seeds(variant, list(seeds), width=width, depth=depth,
+                                      batch_size=batch_size, alpha=alpha)
+        draw_stream_variance(ax, sp, variant, alpha)
+
+    return small_multiples(draw, rows=("width", list(widths)), cols=("α", list(alphas)),
+                           sharey=False)
+
+
+def _explosion_profile(
+    batch_size: int, activation: str, depth: int, eps: float, width: int, seeds: Sequence[int]
+) -> GradientProfile:
+    """:func:`~bncore.experiments.explosion.simulate` in float64: over 100 layers the norms span
+    more than float32's range (B = 4, or a large ε)."""
+    return simulate(batch_size, activation=activation, width=width, depth=depth, eps=eps,
+                    seeds=seeds, dtype=torch.float64)
+
+
+def gradient_profile_panel(
+    batch_size: int = 16, depth: int = 50, eps: float = 1e-5, activation: str = "relu", *,
+    width: int = 256, seeds: Sequence[int] = (0, 1, 2),
+) -> Figure:
+    """Simulate fresh BN MLPs and draw their weight-gradient profiles against Yang et al.'s rate
+    (:func:`~bncore.book.plotting.draw_gradient_profile`), titled with the setting."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    draw_gradient_profile(ax, _explosion_profile(batch_size, activation, depth, eps, width, seeds))
+    ax.set_ylabel(r"$\|\partial L/\partial W^l\|_F^2$")
+    ax.set_title(f"{activation}, B = {batch_size}, ε = {eps:g}: dashed = theory slope")
+    fig.tight_layout()
+    return fig
+
+
+def gradient_profile_grid(
+    activations: Sequence[str], batch_sizes: Sequence[int], *, depth: int, eps: float = 1e-5,
+    width: int = 256, seeds: Sequence[int] = (0, 1, 2),
+) -> Figure:
+    """Small multiples of :func:`gradient_profile_panel`: activation × batch size."""
+
+    def draw(ax: Axes, activation: str, batch_size: int) -> None:
+        draw_gradient_profile(ax, _explosion_profile(batch_size, activation, depth, eps, width,
+                                                     seeds))
+
+    return small_multiples(draw, rows=("activation", list(activations)),
+                           cols=("B", list(batch_sizes)), panel_size=(3.0, 2.3))

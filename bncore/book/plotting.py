@@ -1,6 +1,8 @@
 """The book's figure style and the plotting helpers that more than one chapter uses.
 
-Colours are fixed per normalization kind so that "BN" looks the same in every figure.
+Colours are fixed per normalization kind so that "BN" looks the same in every figure. Plotting
+takes results and draws them; it never runs a simulation (the experiments compute, see
+:mod:`bncore.book.panels` for the interactive panels that do both).
 """
 
 from __future__ import annotations
@@ -8,8 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib as mpl
+import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from bncore.experiments.explosion import GradientProfile
+from bncore.experiments.landscape_trace import ProbeTrace
+from bncore.experiments.lr_sweep import LRSweep
+from bncore.experiments.signal_prop import SignalProp
+from bncore.theory import gradient_explosion_rate, residual_stream_variance
 
 __all__ = ["NORM_COLORS", "NORM_LABELS", "band", "use_book_style"]
 
@@ -74,21 +84,17 @@ def band(
     ax.plot(x, np.median(samples, axis=0), color=color, label=label)
 
 
-
-
 # --- Smoothing chapter (Santurkar et al. 2018, Fig. 4; Bjorck et al. 2018): landscape figures ---
 
 
-def landscape_figure(traces: dict[str, list]) -> mpl.figure.Figure:
+def landscape_figure(traces: dict[str, list[ProbeTrace]]) -> Figure:
     """Santurkar et al. (2018), Fig. 4, for ``traces = {norm: [ProbeTrace per seed]}``
-    (:class:`bncore.experiments.landscape.ProbeTrace`).
+    (:class:`bncore.experiments.landscape_trace.ProbeTrace`).
 
     Three panels over training steps: (a) the range of L(θ − ηg) over the step sizes η (and
     seeds) around the median, (b) the range of ‖∇L(θ) − ∇L(θ − ηg)‖, (c) the effective
     β-smoothness, with the range over seeds shaded. Colours from :data:`NORM_COLORS`.
     """
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.3))
     for norm, runs in traces.items():
         color, label = NORM_COLORS.get(norm, "k"), NORM_LABELS.get(norm, norm)
@@ -113,15 +119,13 @@ def landscape_figure(traces: dict[str, list]) -> mpl.figure.Figure:
     return fig
 
 
-def lr_sweep_figure(sweeps: dict, *, threshold: float | None = None) -> mpl.figure.Figure:
+def lr_sweep_figure(sweeps: dict[str, LRSweep], *, threshold: float | None = None) -> Figure:
     """Final test accuracy against the learning rate for ``sweeps = {norm: LRSweep}``
-    (:class:`bncore.experiments.landscape.LRSweep`).
+    (:class:`bncore.experiments.lr_sweep.LRSweep`).
 
     The median over seeds is drawn with the min–max range shaded; crosses mark diverged runs
     and dotted verticals the largest rate at which every seed trained.
     """
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     for norm, sw in sweeps.items():
         color, label = NORM_COLORS.get(norm, "k"), NORM_LABELS.get(norm, norm)
@@ -144,7 +148,7 @@ def lr_sweep_figure(sweeps: dict, *, threshold: float | None = None) -> mpl.figu
     return fig
 
 
-def draw_landscape_run(ax: Axes, trace: object, norm: str) -> mpl.figure.Figure:
+def draw_landscape_run(ax: Axes, trace: ProbeTrace, norm: str) -> Figure:
     """One run's training loss L(θ_t) with the range of L(θ_t − ηg_t) over η shaded.
 
     Used by the smoothing chapter's simulator (live panel and static small multiples);
@@ -169,26 +173,17 @@ __all__ += ["draw_landscape_run", "landscape_figure", "lr_sweep_figure"]
 
 
 def draw_stream_variance(
-    ax: Axes,
-    variant: str,
-    depth: int,
-    alpha: float | None = None,
-    *,
-    seeds: Sequence[int] = (0, 1, 2),
-    width: int = 64,
-    batch_size: int = 64,
-) -> mpl.figure.Figure:
-    """Measured E[x_ℓ²] of fresh residual MLPs (one line per seed) against the prediction of
+    ax: Axes, sp: SignalProp, variant: str, alpha: float | None = None
+) -> Figure:
+    """Measured E[x_ℓ²] of residual networks (one line per seed) against the prediction of
     :func:`bncore.theory.residual_stream_variance`, on a log axis; returns the axes' figure.
 
-    Used by the residual chapter's SkipInit-α simulator (live panel and small multiples).
+    ``sp`` is what :func:`bncore.experiments.signal_prop.signal_propagation_seeds` measured for
+    the residual ``variant`` (and SkipInit's ``alpha``); the prediction starts from the measured
+    mean E[x_0²]. Used by the residual chapter's SkipInit-α simulator.
     """
-    from bncore.experiments.signal_prop import signal_propagation_seeds
-    from bncore.theory import residual_stream_variance
-
-    sp = signal_propagation_seeds(variant, list(seeds), width=width, depth=depth,
-                                  batch_size=batch_size, alpha=alpha)
-    q = sp.second_moment
+    q = sp.second_moment  # (S, L + 1)
+    depth = q.shape[1] - 1
     ell = np.arange(depth + 1)
     color = NORM_COLORS.get(variant, "k")
     ax.plot(ell, q.T, color=color, alpha=0.6, linewidth=1.0)
@@ -213,7 +208,7 @@ ACTIVATION_COLORS: dict[str, str] = {"linear": "#ff7f0e", "relu": "#1f77b4", "ta
 
 def plot_gradient_profile(
     ax: Axes,
-    profile: object,
+    profile: GradientProfile,
     *,
     which: str = "weight",
     rate: float | None = None,
@@ -225,8 +220,8 @@ def plot_gradient_profile(
     One thin line per network, their geometric mean in bold, and (if ``rate`` is given) the
     theory's slope, a line ∝ rate^(−l) through the geometric mean at the middle layer.
     """
-    layers, sq = profile.norms(which)  # type: ignore[attr-defined]
-    color = color or ACTIVATION_COLORS.get(profile.activation, "k")  # type: ignore[attr-defined]
+    layers, sq = profile.norms(which)
+    color = color or ACTIVATION_COLORS.get(profile.activation, "k")
     gmean = np.exp(np.log(sq).mean(axis=0))
     ax.plot(layers, sq.T, color=color, alpha=0.3, linewidth=0.8)
     ax.plot(layers, gmean, color=color, linewidth=1.8, label=label)
@@ -239,36 +234,19 @@ def plot_gradient_profile(
     return ax
 
 
-def draw_gradient_profile(
-    ax: Axes,
-    batch_size: int,
-    activation: str,
-    *,
-    depth: int = 50,
-    eps: float = 1e-5,
-    width: int = 256,
-    seeds: Sequence[int] = (0, 1, 2),
-) -> mpl.figure.Figure:
-    """Simulate fresh BN MLPs (:func:`bncore.experiments.explosion.simulate`) and draw their
-    weight-gradient profiles against Yang et al.'s rate (ε → 0; linear and ReLU only); returns the
-    figure.
+def draw_gradient_profile(ax: Axes, profile: GradientProfile) -> Figure:
+    """Weight-gradient profiles of simulated BN MLPs against Yang et al.'s rate; returns the figure.
 
-    The measured rate (fit over the middle three fifths of the layers) is written in the
-    panel. Used by the gradient-explosion chapter's simulator (live panel and small multiples).
+    ``profile`` is what :func:`bncore.experiments.explosion.simulate` measured. The theory's slope
+    (ε → 0, :func:`bncore.theory.gradient_explosion_rate`) is drawn for linear and ReLU networks
+    with B ≥ 4, and the rate fitted over the middle three fifths of the layers is written in the
+    panel. Used by the gradient-explosion chapter's simulator.
     """
-    import torch
-
-    from bncore.experiments.explosion import simulate
-    from bncore.theory import gradient_explosion_rate
-
-    # float64: over 100 layers the norms span more than float32's range (B = 4, or large eps)
-    prof = simulate(batch_size, activation=activation, width=width, depth=depth, eps=eps,
-                    seeds=seeds, dtype=torch.float64)
-    theory = (gradient_explosion_rate(batch_size, activation)
-              if activation in ("linear", "relu") and batch_size >= 4 else None)
-    plot_gradient_profile(ax, prof, rate=theory)
+    b, act, depth = profile.batch_size, profile.activation, profile.depth
+    theory = gradient_explosion_rate(b, act) if act in ("linear", "relu") and b >= 4 else None
+    plot_gradient_profile(ax, profile, rate=theory)
     skip = max(1, depth // 5)
-    fit = prof.fit("weight", skip=(skip, skip))
+    fit = profile.fit("weight", skip=(skip, skip))
     text = f"measured λ = {fit.rate:.3f}"
     if theory is not None:
         text += f"\ntheory (ε→0) λ = {theory:.3f}"
@@ -277,23 +255,4 @@ def draw_gradient_profile(
     return ax.figure
 
 
-def gradient_profile_figure(
-    batch_size: int = 16, depth: int = 50, eps: float = 1e-5, activation: str = "relu"
-) -> mpl.figure.Figure:
-    """One panel of :func:`draw_gradient_profile`, titled; the live simulator's ``run``."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    draw_gradient_profile(ax, batch_size, activation, depth=depth, eps=eps)
-    ax.set_ylabel(r"$\|\partial L/\partial W^l\|_F^2$")
-    ax.set_title(f"{activation}, B = {batch_size}, ε = {eps:g}: dashed = theory slope")
-    fig.tight_layout()
-    return fig
-
-
-__all__ += [
-    "ACTIVATION_COLORS",
-    "draw_gradient_profile",
-    "gradient_profile_figure",
-    "plot_gradient_profile",
-]
+__all__ += ["ACTIVATION_COLORS", "draw_gradient_profile", "plot_gradient_profile"]

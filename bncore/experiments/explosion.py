@@ -27,6 +27,7 @@ their own fixed point. The first layers carry the transient of the input (here i
 Gaussian, close to but not at the fixed point), the last ones that of the readout R, which
 does not lie in the range of BN's backward (it is not centred). Both transients decay
 geometrically within a few layers; the chapter shows the local per-layer ratio settling.
+What the explosion does to training is measured in :mod:`bncore.experiments.depth_sweep`.
 """
 
 from __future__ import annotations
@@ -37,22 +38,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from bncore.experiments.data import Dataset
-from bncore.experiments.nets import MLP, probe_mode
-from bncore.experiments.runtime import default_device, progress, seed_everything
-from bncore.experiments.train import loss_fn, train
+from bncore.experiments.runtime import default_device
 from bncore.norm.torch_bn import batch_norm
 
 __all__ = [
     "ACTIVATIONS",
-    "DepthSweep",
     "GradientProfile",
     "RateFit",
-    "depth_sweep",
     "fit_rate",
-    "mlp_weight_grad_sq",
     "simulate",
 ]
 
@@ -227,8 +222,8 @@ def _run_chunk(
             dim=1,
         )
         act_var = torch.stack([t.var(dim=1, unbiased=False).mean(dim=1) for t in zs], dim=1)
-    to_np = lambda t: t.double().cpu().numpy()  # noqa: E731
-    return to_np(grad_z), to_np(grad_w), to_np(act_var)
+    grad_z, grad_w, act_var = (t.double().cpu().numpy() for t in (grad_z, grad_w, act_var))
+    return grad_z, grad_w, act_var
 
 
 def simulate(
@@ -297,109 +292,3 @@ def simulate(
         grad_w_sq=grad_w,
         act_var=act_var,
     )
-
-
-# --- the same measurement on a trainable network, and a depth sweep of training -------------
-
-
-def mlp_weight_grad_sq(model: MLP, x: Tensor, y: Tensor) -> np.ndarray:
-    """‖∂L/∂W_i‖_F² of each hidden block's weight for the cross-entropy loss on ``(x, y)``.
-
-    One forward and backward in training mode (batch statistics), inside
-    :func:`bncore.experiments.nets.probe_mode` so that BN's running statistics are left as they
-    were. Returns an array of length ``model.depth`` (block 1 first); the model's ``.grad`` fields
-    are cleared afterwards.
-    """
-    if len(model.blocks) == 0:
-        raise ValueError("the model has no hidden blocks")
-    was_training = model.training
-    model.train()
-    with probe_mode(model):
-        model.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
-        sq = np.array([float(b.linear.weight.grad.square().sum()) for b in model.blocks])
-        model.zero_grad(set_to_none=True)
-    model.train(was_training)
-    return sq
-
-
-@dataclass(frozen=True)
-class DepthSweep:
-    """Plain BN-MLPs of several depths, trained with the same recipe.
-
-    ``test_acc`` and ``train_loss`` are ``(len(depths), len(seeds))``: the final test accuracy
-    and the mean training loss of the last 20 steps (NaN for a run that diverged).
-    ``init_grad_sq[i]`` is ``(len(init_seeds), depths[i])``: :func:`mlp_weight_grad_sq` at
-    initialization on a batch of ``batch_size`` training examples drawn with each seed.
-    """
-
-    depths: tuple[int, ...]
-    seeds: tuple[int, ...]
-    init_seeds: tuple[int, ...]
-    batch_size: int
-    lr: float
-    steps: int
-    width: int
-    test_acc: np.ndarray
-    train_loss: np.ndarray
-    diverged: np.ndarray
-    init_grad_sq: list[np.ndarray]
-
-
-def depth_sweep(
-    data: Dataset,
-    depths: Iterable[int],
-    *,
-    batch_size: int,
-    lr: float,
-    steps: int,
-    width: int = 128,
-    seeds: Iterable[int] = (0, 1),
-    init_seeds: Iterable[int] | None = None,
-    activation: str = "relu",
-    device: torch.device | str | None = None,
-) -> DepthSweep:
-    """Train ``MLP(in, width, depth, classes, norm="bn")`` for each depth and seed with SGD.
-
-    Each run: :func:`bncore.experiments.runtime.seed_everything` (seed), build the model (Kaiming
-    init, BN after every hidden linear layer, as in Yang et al.'s z^l = W^l φ(BN(z^{l−1})) plus
-    biases and a linear head), record the per-layer weight-gradient norms at initialization on one
-    batch, then :func:`bncore.experiments.train.train` for ``steps`` plain SGD steps (batch order
-    seeded with the same seed). ``init_seeds`` (default: ``seeds``) are the networks whose gradients
-    at initialization are recorded; that measurement costs one forward and backward, so it can use
-    more networks than the training runs.
-    """
-    depths, seeds = tuple(int(d) for d in depths), tuple(int(s) for s in seeds)
-    init_seeds = seeds if init_seeds is None else tuple(int(s) for s in init_seeds)
-    if not depths or min(depths) < 1 or not seeds or not init_seeds:
-        raise ValueError(f"need depths >= 1 and at least one seed, got {depths}, {seeds}")
-    device = torch.device(device) if device is not None else default_device()
-    data = data.to(device)
-
-    def build(depth: int, seed: int) -> nn.Module:
-        seed_everything(seed)
-        return MLP(data.in_dim, width, depth, data.num_classes, norm="bn",
-                   activation=activation).to(device)
-
-    init_sq: list[np.ndarray] = []
-    for d in depths:
-        rows = []
-        for s in init_seeds:
-            model = build(d, s)
-            idx = torch.randperm(data.n_train, generator=torch.Generator().manual_seed(s))
-            idx = idx[:batch_size].to(device)
-            rows.append(mlp_weight_grad_sq(model, data.x_train[idx], data.y_train[idx]))
-        init_sq.append(np.stack(rows))
-    shape = (len(depths), len(seeds))
-    acc, loss, div = np.zeros(shape), np.zeros(shape), np.zeros(shape, dtype=bool)
-    runs = [(i, d, j, s) for i, d in enumerate(depths) for j, s in enumerate(seeds)]
-    for i, d, j, s in progress(runs, desc="depth sweep"):
-        hist = train(build(d, s), data, steps=steps, lr=lr, batch_size=batch_size, seed=s,
-                     eval_every=0, progress=False, device=device)
-        div[i, j] = hist.diverged
-        acc[i, j] = hist.final_test_acc if not hist.diverged else float("nan")
-        loss[i, j] = float(np.mean(hist.loss[-20:])) if not hist.diverged else float("nan")
-    return DepthSweep(depths=depths, seeds=seeds, init_seeds=init_seeds,
-                      batch_size=int(batch_size), lr=float(lr), steps=int(steps),
-                      width=int(width), test_acc=acc, train_loss=loss, diverged=div,
-                      init_grad_sq=init_sq)
