@@ -6,8 +6,16 @@ import pytest
 import torch
 from torch import nn
 
+from bncore.experiments.nets import MLP, ConvNet
 from bncore.norm import torch_bn
-from bncore.norm.fold import bn_affine, bn_eval_cost, fold_bn, fold_model, fold_sequential
+from bncore.norm.fold import (
+    LinearNormBlock,
+    bn_affine,
+    bn_eval_cost,
+    fold_bn,
+    fold_model,
+    fold_sequential,
+)
 
 BN_CLASSES = {
     "bncore": {1: torch_bn.BatchNorm1d, 2: torch_bn.BatchNorm2d, 3: torch_bn.BatchNorm3d},
@@ -191,8 +199,6 @@ def test_bn_eval_cost_requires_eval_mode():
 
 @pytest.mark.parametrize("kind", ["mlp", "convnet"])
 def test_fold_model_folds_the_books_nets(kind):
-    from bncore.experiments.nets import MLP, ConvNet
-
     torch.manual_seed(2)
     if kind == "mlp":
         model = MLP(64, 32, 3, 10, norm="bn").double()
@@ -214,7 +220,39 @@ def test_fold_model_folds_the_books_nets(kind):
 
 
 def test_fold_model_rejects_training_mode():
-    from bncore.experiments.nets import MLP
-
     with pytest.raises(ValueError, match="training mode"):
         fold_model(MLP(4, 4, 1, 2).train())
+
+
+class _Unit(nn.Module):
+    """A block defined outside bncore with the shape fold recognizes: relu(norm(linear(x)))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(6, 5)
+        self.norm = nn.BatchNorm1d(5)
+
+    def forward_pre(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.linear(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.forward_pre(x))
+
+
+def test_fold_model_recognizes_any_linear_norm_block_by_its_structure():
+    torch.manual_seed(3)
+    model = nn.ModuleList([_Unit(), _Unit()]).double()
+    assert isinstance(model[0], LinearNormBlock)
+    assert not isinstance(model[0].linear, LinearNormBlock)
+    assert isinstance(MLP(4, 4, 1, 2).blocks[0], LinearNormBlock)
+    x = torch.randn(16, 6, dtype=torch.float64)
+    for unit in model:
+        unit.train()
+        with torch.no_grad():
+            unit(2 * x + 1)
+    model.eval()
+    folded = fold_model(model)
+    assert all(isinstance(u.norm, nn.Identity) for u in folded)
+    with torch.no_grad():
+        for unit, original in zip(folded, model, strict=True):
+            torch.testing.assert_close(unit(x), original(x), rtol=0, atol=1e-12)

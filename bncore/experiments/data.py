@@ -19,7 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 from torch import Tensor
+
+from bncore.experiments.nets import MLP
 
 __all__ = ["Dataset", "batches", "digits", "gaussian_mixture", "teacher"]
 
@@ -85,9 +89,6 @@ def digits(test_fraction: float = 0.25, seed: int = 0, image: bool = False) -> D
     """
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
     x, y = load_digits(return_X_y=True)
     xtr, xte, ytr, yte = train_test_split(
         x, y, test_size=test_fraction, random_state=seed, stratify=y
@@ -152,8 +153,6 @@ def teacher(
                     width=width)
     if depth < 0:
         raise ValueError(f"depth must be >= 0, got {depth}")
-    from bncore.experiments.nets import MLP
-
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n_train + n_test, dim, generator=gen)
     net = MLP(dim, width, depth, num_classes, norm="none", activation=activation, bias=False)

@@ -16,6 +16,10 @@ of block ``i``'s activation (after the norm), the quantity Ioffe & Szegedy plot 
 Construction is deterministic given ``torch.manual_seed`` (or
 :func:`bncore.experiments.runtime.seed_everything`); the noise of :class:`NoisyBatchNorm` has its
 own seed.
+
+The module runs past 400 lines because the two networks, their shared :class:`Block`, the noisy
+BN they may use and :func:`probe_mode` (which must know :class:`NoisyBatchNorm`) are one
+interface that the chapters swap in and out; split up, the pieces would import each other.
 """
 
 from __future__ import annotations

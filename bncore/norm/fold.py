@@ -23,8 +23,8 @@ The fold is exact in real arithmetic; in floating point it differs by rounding o
 arithmetic is done in float64 and the result cast back to the layer's dtype.
 
 :func:`fold_bn` folds one pair; :func:`fold_sequential` and :func:`fold_model` fold every pair in
-an ``nn.Sequential`` or in the book's
-:class:`~bncore.experiments.nets.MLP`/:class:`~bncore.experiments.nets.ConvNet`;
+an ``nn.Sequential`` or in any :class:`LinearNormBlock` (such as the blocks of the book's
+:class:`~bncore.experiments.nets.MLP`/:class:`~bncore.experiments.nets.ConvNet`);
 :func:`bn_eval_cost` counts what the BN layers cost at inference (what folding saves).
 
 Works with :mod:`bncore.norm.torch_bn`'s ``BatchNorm1d/2d/3d`` and ``torch.nn.BatchNorm1d/2d/3d``.
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +46,7 @@ from bncore.norm import torch_bn
 
 __all__ = [
     "BNEvalCost",
+    "LinearNormBlock",
     "bn_affine",
     "bn_eval_cost",
     "fold_bn",
@@ -61,6 +63,25 @@ _BN_BY_RANK: dict[int, tuple[type[nn.Module], ...]] = {
 }
 _BN_TYPES: tuple[type[nn.Module], ...] = (torch_bn._BatchNorm, nn.modules.batchnorm._BatchNorm)
 _FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+@runtime_checkable
+class LinearNormBlock(Protocol):
+    """A block whose pre-activation is ``norm(linear(x))``, recognized by its shape alone.
+
+    Any module with a ``linear`` layer, a ``norm`` layer and a method
+    ``forward_pre(x) = norm(linear(x))`` is one, e.g. :class:`bncore.experiments.nets.Block`.
+    :func:`fold_model` folds ``norm`` into ``linear`` when they are a foldable layer and a BN.
+    Matching the structure instead of a class keeps this module free of the experiments that
+    build such blocks.
+    """
+
+    linear: nn.Module
+    norm: nn.Module
+
+    def forward_pre(self, x: Tensor) -> Tensor:
+        """``norm(linear(x))``."""
+        ...
 
 
 def is_bn(module: nn.Module) -> bool:
@@ -187,8 +208,9 @@ def fold_model(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with BN folded wherever a foldable layer feeds it directly.
 
     Two patterns are recognized, at any depth: consecutive children ``(Linear | Conv) → BN``
-    of an ``nn.Sequential``, and a :class:`bncore.experiments.nets.Block`, whose pre-activation is
-    ``norm(linear(x))`` (its ``norm`` becomes ``nn.Identity``). So it folds the book's
+    of an ``nn.Sequential``, and a :class:`LinearNormBlock` such as
+    :class:`bncore.experiments.nets.Block`, whose pre-activation is ``norm(linear(x))`` (its
+    ``norm`` becomes ``nn.Identity``). So it folds the book's
     :class:`~bncore.experiments.nets.MLP` and :class:`~bncore.experiments.nets.ConvNet` as well as
     plain ``nn.Sequential`` models. All BN layers must be in eval mode; ``model`` is not modified
     and the copy is returned in eval mode.
@@ -205,12 +227,10 @@ def fold_model(model: nn.Module) -> nn.Module:
 
 
 def _fold_in_place(module: nn.Module) -> None:
-    """Fold the Block pattern in ``module`` and recurse; Sequential children are rebuilt."""
-    from bncore.experiments.nets import (
-        Block,  # nets builds on torch_bn; imported here to keep fold light
-    )
-
-    if isinstance(module, Block) and isinstance(module.linear, _FOLDABLE) and is_bn(module.norm):
+    """Fold every :class:`LinearNormBlock` in ``module`` and recurse; Sequential children are
+    rebuilt."""
+    if (isinstance(module, LinearNormBlock) and isinstance(module.linear, _FOLDABLE)
+            and is_bn(module.norm)):
         module.linear = fold_bn(module.linear, module.norm)
         module.norm = nn.Identity()
     for name, child in list(module.named_children()):

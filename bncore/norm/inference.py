@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from bncore.norm import stats
+from bncore.norm.fold import is_bn
 
 __all__ = [
     "BatchVarianceSim",
@@ -294,8 +295,6 @@ def recalibrate_bn(model: nn.Module, x: Tensor, batch_size: int, *, seed: int = 
     afterwards. Parameters are not changed; the model is left in eval mode. Returns the number of
     batches averaged.
     """
-    from bncore.norm.fold import is_bn
-
     bns = [m for m in model.modules() if is_bn(m) and m.running_mean is not None]
     if not bns:
         raise ValueError("recalibrate_bn: the model has no BN layer with running statistics")
