@@ -24,7 +24,7 @@ covariate shift         ``experiments.nets``, ``experiments.train``, ``experimen
 smoothing               ``experiments.landscape``, ``theory.santurkar``
 gradient explosion      ``experiments.explosion``, ``theory.explosion``
 residual connections    ``experiments.resnets``, ``experiments.signal_prop``, ``theory.residual``
-length and direction    ``experiments.gdnp``, ``theory.kohler``
+length and direction    ``experiments.gdnp_least_squares``, ``theory.kohler``
 ======================  =====================================================================
 """
 

@@ -1,17 +1,27 @@
 """The experiment machinery: data, nets, training, probes and the simulations of each chapter.
 
-=========================  ==========================================================
-module                     what it holds
-=========================  ==========================================================
-:mod:`.runtime`            the device, seeds and progress bars (chosen in one place)
-:mod:`.data`               digits, a Gaussian mixture and a teacher network
-:mod:`.nets`               MLP and ConvNet with a choice of normalization
-:mod:`.train`              one deterministic training loop with probes
-:mod:`.diagnostics`        activation percentiles, drift and Santurkar's ICS measure
-:mod:`.landscape`          loss-landscape probes along the gradient
-:mod:`.explosion`          gradient explosion at initialization, simulated
-:mod:`.resnets`            residual networks: BN, SkipInit, Fixup, NF
-:mod:`.signal_prop`        signal propagation through residual networks
-:mod:`.gdnp`               gradient descent in normalized parameterization (GDNP)
-=========================  ==========================================================
+===========================  ==========================================================
+module                       what it holds
+===========================  ==========================================================
+:mod:`.runtime`              the device, seeds and progress bars (chosen in one place)
+:mod:`.data`                 digits, a Gaussian mixture and a teacher network
+:mod:`.nets`                 MLP and ConvNet with a choice of normalization
+:mod:`.train`                one deterministic training loop with probes
+:mod:`.diagnostics`          activation percentiles, drift and Santurkar's ICS measure
+:mod:`.grid`                 one runner over settings × seeds, standard errors
+:mod:`.landscape`            loss-landscape probes along the gradient
+:mod:`.landscape_trace`      probes over a training run; the smoothing simulator
+:mod:`.lr_sweep`             final accuracy over learning rates and seeds
+:mod:`.log_ratio`            "a is k times b" over paired seeds, with its interval
+:mod:`.bn_curvature`         gradient and curvature through one BN layer (Thm 4.1, 4.2)
+:mod:`.explosion`            gradient explosion at initialization, simulated
+:mod:`.depth_sweep`          trainability of plain BN MLPs over depth
+:mod:`.resnets`              residual networks: BN, SkipInit, Fixup, NF
+:mod:`.signal_prop`          signal propagation through residual networks
+:mod:`.gdnp_least_squares`   GDNP and GD on least squares
+:mod:`.gdnp_halfspace`       GDNP and GD for learning a halfspace, bisection
+:mod:`.gdnp_rates`           GDNP against GD, measured rates beside the theory's
+:mod:`.scale_invariant_sgd`  SGD on a linear layer before BN: scale invariance
+:mod:`.convergence`          fitted linear rates, iterations to a tolerance
+===========================  ==========================================================
 """
