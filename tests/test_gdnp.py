@@ -27,7 +27,7 @@ from bncore.experiments.gdnp_least_squares import (
     rayleigh_quotient,
     spectrum_covariance,
 )
-from bncore.experiments.gdnp_rates import compare_least_squares
+from bncore.experiments.gdnp_rates import compare_least_squares, compare_on_random_problem
 from bncore.experiments.scale_invariant_sgd import bn_classifier_loss_grad, scale_invariant_sgd
 
 
@@ -315,3 +315,10 @@ def test_sgd_grows_norms_by_pythagoras_and_scaled_runs_coincide(classification) 
     np.testing.assert_allclose(tr_a.losses, tr.losses, rtol=1e-9)
     tr_b = scale_invariant_sgd(W, X, y, lr=lr, steps=30, batch_size=32, seed=1, gamma=2.0)
     torch.testing.assert_close(tr_b.W, tr.W, rtol=0, atol=0)
+
+
+def test_compare_on_random_problem_is_compare_least_squares_on_that_problem():
+    from_grid = compare_on_random_problem(60, seed=3, n=200, d=5, kappa=10.0)
+    X, y = make_least_squares_data(n=200, d=5, kappa=10.0, noise=0.5, seed=3)
+    start = np.random.default_rng(1003).standard_normal(5)
+    assert from_grid == compare_least_squares(least_squares_from_data(X, y), start, 60)

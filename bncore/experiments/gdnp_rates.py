@@ -26,10 +26,12 @@ from bncore.experiments.gdnp_least_squares import (
     check_direction,
     gd_least_squares,
     gdnp_least_squares,
+    least_squares_from_data,
+    make_least_squares_data,
     optimal_gain,
 )
 
-__all__ = ["RateComparison", "compare_least_squares"]
+__all__ = ["RateComparison", "compare_least_squares", "compare_on_random_problem"]
 
 
 @dataclass(frozen=True)
@@ -113,3 +115,24 @@ def compare_least_squares(
         gdnp_iters=iterations_to(two.gap, 1e-8),
         gd_iters=iterations_to(gd.gap, 1e-8),
     )
+
+
+def compare_on_random_problem(
+    steps: int,
+    *,
+    seed: int,
+    n: int = 2000,
+    d: int = 20,
+    kappa: float = 100.0,
+    noise: float = 0.5,
+) -> RateComparison:
+    """:func:`compare_least_squares` on random problem ``seed``.
+
+    The data come from :func:`~bncore.experiments.gdnp_least_squares.make_least_squares_data`
+    (``n`` samples, ``d`` features, condition number ``kappa``, label noise ``noise``) and the
+    start is standard normal from generator ``1000 + seed``; made for
+    :func:`bncore.experiments.grid.run_grid` over seeds.
+    """
+    X, y = make_least_squares_data(n=n, d=d, kappa=kappa, noise=noise, seed=seed)
+    start = np.random.default_rng(1000 + seed).standard_normal(d)
+    return compare_least_squares(least_squares_from_data(X, y), start, steps)
