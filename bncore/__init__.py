@@ -18,7 +18,7 @@ Chapter → module:
 chapter                 modules
 ======================  =====================================================================
 the BN transform        ``norm.numpy_bn``, ``norm.torch_bn``, ``norm.stats``
-backprop through BN     ``norm.numpy_bn``, ``norm.torch_bn``, ``norm.gradcheck``
+backprop through BN     ``norm.numpy_bn``, ``norm.torch_bn``, ``norm.gradcheck``, ``norm.jacobian``
 training vs inference   ``norm.inference``, ``norm.fold``, ``theory.running``
 covariate shift         ``experiments.nets``, ``experiments.train``, ``experiments.diagnostics``
 smoothing               ``experiments.landscape``, ``theory.santurkar``

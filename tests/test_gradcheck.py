@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from bncore.norm import gradcheck, numpy_bn, torch_bn
+from bncore.norm import gradcheck, jacobian, numpy_bn, torch_bn
 
 F64 = torch.float64
 
@@ -244,12 +244,12 @@ def test_bn_jacobian_matches_formula_and_predicted_spectrum(m, eps):
     gen = torch.Generator().manual_seed(m)
     x = 2.0 * torch.randn(m, generator=gen, dtype=F64) + 1.0
     gamma = 1.7
-    jac = gradcheck.bn_jacobian(x, gamma, eps)
+    jac = jacobian.bn_jacobian(x, gamma, eps)
     assert jac.shape == (m, m)
-    assert gradcheck.norm_rel_error(jac, gradcheck.bn_jacobian_formula(x, gamma, eps)) < 1e-13
+    assert gradcheck.norm_rel_error(jac, jacobian.bn_jacobian_formula(x, gamma, eps)) < 1e-13
     assert gradcheck.norm_rel_error(jac, jac.T) < 1e-14  # symmetric
     var = x.var(unbiased=False).item()
-    predicted = gradcheck.bn_jacobian_spectrum(m, var, gamma, eps)
+    predicted = jacobian.bn_jacobian_spectrum(m, var, gamma, eps)
     scale = gamma / np.sqrt(var + eps)
     eig = np.linalg.eigvalsh(jac.numpy())
     np.testing.assert_allclose(eig, predicted, rtol=0, atol=1e-13 * scale)
@@ -260,17 +260,17 @@ def test_bn_jacobian_matches_formula_and_predicted_spectrum(m, eps):
 def test_bn_jacobian_spectrum_hand_computed():
     # σ² = 1, ε = 1, γ = 2: s = 1/√2; eigenvalues 0, γs·ε/(σ²+ε) = √2/2, and γs = √2 (twice)
     expected = [0.0, np.sqrt(2) / 2, np.sqrt(2), np.sqrt(2)]
-    np.testing.assert_allclose(gradcheck.bn_jacobian_spectrum(4, 1.0, 2.0, 1.0), expected)
+    np.testing.assert_allclose(jacobian.bn_jacobian_spectrum(4, 1.0, 2.0, 1.0), expected)
 
 
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: gradcheck.bn_jacobian(torch.zeros(1, dtype=F64)), "m >= 2"),
-        (lambda: gradcheck.bn_jacobian(torch.zeros(3, 2, dtype=F64)), "1-D tensor"),
-        (lambda: gradcheck.bn_jacobian_formula(torch.arange(3)), "floating dtype"),
-        (lambda: gradcheck.bn_jacobian_spectrum(1, 1.0), "m >= 2"),
-        (lambda: gradcheck.bn_jacobian_spectrum(3, 1.0, eps=0.0), "eps > 0"),
+        (lambda: jacobian.bn_jacobian(torch.zeros(1, dtype=F64)), "m >= 2"),
+        (lambda: jacobian.bn_jacobian(torch.zeros(3, 2, dtype=F64)), "1-D tensor"),
+        (lambda: jacobian.bn_jacobian_formula(torch.arange(3)), "floating dtype"),
+        (lambda: jacobian.bn_jacobian_spectrum(1, 1.0), "m >= 2"),
+        (lambda: jacobian.bn_jacobian_spectrum(3, 1.0, eps=0.0), "eps > 0"),
     ],
 )
 def test_jacobian_helpers_reject_bad_input(call, match):

@@ -10,6 +10,7 @@ module                     what it holds
 :mod:`.torch_bn`           the same as an ``autograd.Function`` and ``BatchNorm1d/2d/3d``
 :mod:`.inference`          population statistics: running averages, recalibration
 :mod:`.fold`               folding BN into the preceding linear or conv layer
-:mod:`.gradcheck`          finite differences and the BN Jacobian, for checking backwards
+:mod:`.gradcheck`          finite differences and relative errors, for checking backwards
+:mod:`.jacobian`           one channel's Jacobian: autograd, closed form, spectrum
 =========================  ==========================================================
 """
