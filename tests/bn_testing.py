@@ -425,7 +425,8 @@ class ModuleContract:
 
 class TorchContract:
     """``bncore.norm.torch_bn`` against ``torch.nn`` on one device: the functional form, float16 and
-    bfloat16 input with float32 parameters (mixed precision), and channels-last memory."""
+    bfloat16 input with float32 parameters (mixed precision), and channels-last memory.
+    """
 
     device: str = "cpu"
 
@@ -463,7 +464,7 @@ class TorchContract:
             assert out[key].dtype == torch.float32, key
 
     def _half_vs(self, ref_dtype: torch.dtype, dtype: torch.dtype, ndim: int) -> None:
-        """bncore on ``dtype`` input vs torch.nn on the same values given as ``ref_dtype``.
+        """Compare bncore on ``dtype`` input with torch.nn on the same values in ``ref_dtype``.
 
         The statistics are float32 in both, so y and dx differ only by rounding the float32
         result to ``dtype``: at most one unit in the last place, ≤ finfo(dtype).eps·|value|

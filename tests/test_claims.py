@@ -1,6 +1,7 @@
 """``bncore.book.claims``: a claim that holds prints one ✓ line; one that does not raises
 :class:`ClaimError` (an ``AssertionError``) with the measured and the expected value; NaN never
-passes."""
+passes.
+"""
 
 from __future__ import annotations
 

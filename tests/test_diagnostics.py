@@ -79,7 +79,8 @@ def test_noise_probe_returns_current_noise():
 
 def test_ics_measure_matches_hand_computation_on_two_layer_linear_net():
     """f(x) = W2 W1 x, L = ½ Σ‖f(x) − y‖². G1 = (R W2)ᵀ X, G2 = Rᵀ (X W1ᵀ); only layer 2 has an
-    earlier layer, so G′2 = R′ᵀ (X W1′ᵀ) with W1′ = W1 − η G1 and R′ = X W1′ᵀ W2ᵀ − Y."""
+    earlier layer, so G′2 = R′ᵀ (X W1′ᵀ) with W1′ = W1 − η G1 and R′ = X W1′ᵀ W2ᵀ − Y.
+    """
     torch.manual_seed(0)
     net = MLP(3, 4, 1, 2, norm="none", activation="linear", bias=False).double()
     x = torch.randn(5, 3, dtype=torch.float64)
@@ -108,7 +109,8 @@ def test_ics_measure_matches_hand_computation_on_two_layer_linear_net():
 @pytest.mark.parametrize("norm", ["none", "bn", "noisy_bn"])
 def test_ics_vanishes_linearly_with_lr_and_restores_state(norm):
     """G′ → G as η → 0, and ‖G − G′‖ = O(η): halving η halves it (to first order). For noisy
-    BN this also checks that G and G′ see the same noise."""
+    BN this also checks that G and G′ see the same noise.
+    """
     torch.manual_seed(0)
     net = MLP(6, 8, 3, 3, norm=norm, activation="tanh").double()
     x = torch.randn(16, 6, dtype=torch.float64)

@@ -188,7 +188,7 @@ def test_fold_sequential_rejects_training_bn():
     model = _cnn(torch.float32)
     model.eval()
     model[3][1].train()
-    with pytest.raises(ValueError, match="3.1"):
+    with pytest.raises(ValueError, match=r"3\.1"):
         fold_sequential(model)
 
 

@@ -1,5 +1,6 @@
 """GDNP on least squares and halfspaces, bisection, and scale-invariant SGD
-(bncore.experiments.gdnp_least_squares, gdnp_halfspace, gdnp_rates, scale_invariant_sgd)."""
+(bncore.experiments.gdnp_least_squares, gdnp_halfspace, gdnp_rates, scale_invariant_sgd).
+"""
 
 from __future__ import annotations
 

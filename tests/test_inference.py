@@ -190,7 +190,8 @@ def test_loglog_slope_of_exact_power_law():
 
 def test_recalibrate_bn_gives_alg2_population_statistics():
     """First BN's input Linear(x) does not depend on the batch, so Alg. 2's E_B[μ_B] and
-    m/(m−1)·E_B[σ_B²] can be computed directly from the batches."""
+    m/(m−1)·E_B[σ_B²] can be computed directly from the batches.
+    """
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(100, 5, generator=gen, dtype=torch.float64) * 2 + 1
     model = _tiny_model(norm=True).double()

@@ -1,5 +1,6 @@
 """Landscape probes along the gradient (Santurkar et al. 2018, §3), their traces over training,
-learning-rate sweeps, and BN-layer terms."""
+learning-rate sweeps, and BN-layer terms.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Tests of bncore.experiments.nets: shapes, determinism, initialization, and the noise of noisy
-BN."""
+BN.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """``bncore.norm.numpy_bn``: the layer's semantics and parity with ``torch.nn``, the functions
 against ``torch.nn.functional.batch_norm``, and the hand-derived backwards against finite
-differences."""
+differences.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The repository's packaging and book hygiene: conda and pip install the same dependencies, the
-notebooks are stored clean, and the table of contents names only files that exist."""
+notebooks are stored clean, and the table of contents names only files that exist.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ NOT_PACKAGES = {"python", "pip"}  # the interpreter and installer, not dependenc
 
 def _split(requirement: str) -> tuple[str, str]:
     """'jupyter-book >=1.0.3, <2' → ('jupyter-book', '<2,>=1.0.3'): a normalized name and the
-    version clauses, sorted, without spaces."""
+    version clauses, sorted, without spaces.
+    """
     match = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(.*?)\s*", requirement)
     assert match, f"cannot parse requirement {requirement!r}"
     name = re.sub(r"[-_.]+", "-", match[1]).lower()
@@ -45,7 +47,8 @@ def pyproject_dependencies() -> dict[str, str]:
 
 def conda_dependencies() -> dict[str, str]:
     """environment.yml's packages under their PyPI names: the conda ones and those of its pip:
-    list (packages not on conda-forge), without bncore itself (``-e .``)."""
+    list (packages not on conda-forge), without bncore itself (``-e .``).
+    """
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     entries = []
     for entry in env["dependencies"]:

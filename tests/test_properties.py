@@ -66,7 +66,8 @@ def per_channel(x: np.ndarray, stat) -> np.ndarray:
 
 def conditioning(x: np.ndarray, eps: float) -> np.ndarray:
     """κ = max|x|/√(σ² + ε) per channel: how much normalization magnifies the absolute rounding
-    u·max|x| of the input and its mean. Batch norm is ill-conditioned when |μ| ≫ √(σ² + ε)."""
+    u·max|x| of the input and its mean. Batch norm is ill-conditioned when |μ| ≫ √(σ² + ε).
+    """
     _, var = stats.mean_var(x)
     return np.abs(x).max(axis=stats.reduce_axes(x.ndim)) / np.sqrt(var + eps)
 
@@ -158,7 +159,7 @@ def test_input_gradient_sums_to_zero_per_channel(impl, problem):
 def test_input_gradient_is_orthogonal_to_xhat_up_to_the_eps_term(impl, problem):
     x, dy, gamma, beta, eps = problem
     dx, _, _ = normalize_backward(impl, x, gamma, beta, dy, eps)
-    xhat, var, invstd, size = _gradient_scale(x, dy, gamma, eps)
+    xhat, _, invstd, size = _gradient_scale(x, dy, gamma, eps)
     axes = stats.reduce_axes(x.ndim)
     dot = (dx * xhat).sum(axis=axes)
     eps_term = gamma * eps * invstd**3 * (dy * xhat).sum(axis=axes)

@@ -8,9 +8,9 @@ from bncore.book.source import Source, show_source
 
 
 def documented(x: int) -> int:
-    """A docstring that
+    """A docstring that spans lines.
 
-    spans lines, with a \"\"\" inside.
+    With a \"\"\" inside.
     """
     y = x + 1  # the body
     return y
@@ -26,13 +26,13 @@ class Documented:
 
 def test_docstring_is_dropped_and_the_code_kept():
     code = show_source(documented).code
-    assert "docstring" not in code and "spans lines" not in code
+    assert "docstring" not in code and "With a" not in code
     assert code.splitlines() == [
         "def documented(x: int) -> int:", "    y = x + 1  # the body", "    return y"]
 
 
 def test_docstring_kept_on_request():
-    assert "spans lines" in show_source(documented, docstring=True).code
+    assert "With a" in show_source(documented, docstring=True).code
 
 
 def test_body_alone_is_dedented():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -34,7 +35,7 @@ def test_relu_rate_at_batch_4_by_hand() -> None:
 
 def test_relu_rate_decreases_to_pi_over_pi_minus_one() -> None:
     rates = [gradient_explosion_rate(b, "relu") for b in range(4, 400)]
-    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
+    assert all(a > b for a, b in itertools.pairwise(rates))
     assert RELU_EXPLOSION_LIMIT == pytest.approx(math.pi / (math.pi - 1))
     assert rates[-1] > RELU_EXPLOSION_LIMIT
     # the approach is O(1/B): at B = 10⁶ the gap is below 1e-5
@@ -142,7 +143,7 @@ def test_yang_rate_factors_through_the_large_eps_rate(b: int) -> None:
 def test_large_eps_rate_limits() -> None:
     assert gradient_explosion_rate_large_eps(16, "linear") == 1.0
     rates = [gradient_explosion_rate_large_eps(b, "relu") for b in (4, 8, 16, 64, 10**6)]
-    assert all(a < b for a, b in zip(rates, rates[1:], strict=False))  # increases with B
+    assert all(a < b for a, b in itertools.pairwise(rates))  # increases with B
     assert rates[-1] == pytest.approx(RELU_EXPLOSION_LIMIT, abs=1e-5)
     assert all(1 < r < gradient_explosion_rate(b, "relu")
                for r, b in zip(rates, (4, 8, 16, 64, 10**6), strict=True))

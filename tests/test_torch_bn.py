@@ -1,6 +1,7 @@
 """``bncore.norm.torch_bn``: the modules' semantics and parity with ``torch.nn``, the functional
 form, mixed precision and channels-last (the contracts also run on the GPU in ``test_cuda``),
-``state_dict`` exchange with ``torch.nn``, and the twice-differentiable backward."""
+``state_dict`` exchange with ``torch.nn``, and the twice-differentiable backward.
+"""
 
 from __future__ import annotations
 
@@ -137,7 +138,7 @@ def _hvp(batch_norm, params, v, w):
 
 
 def _hvp_problem():
-    fn, params = _bn_inputs(True, True)
+    _, params = _bn_inputs(True, True)
     rng = np.random.default_rng(32)
     v = [torch.from_numpy(rng.standard_normal(p.shape)) for p in params]
     w = torch.from_numpy(rng.standard_normal(params[0].shape))

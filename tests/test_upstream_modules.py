@@ -48,7 +48,8 @@ def _state(m: nn.Module) -> dict[str, torch.Tensor]:
 @DTYPES
 def test_forward_output_and_buffers_match_torch(info, index, training, dtype):
     """test_forward, with torch.nn as reference: two forward passes (so that ``momentum=None``'s
-    cumulative average and ``num_batches_tracked`` are exercised), outputs and state equal."""
+    cumulative average and ``num_batches_tracked`` are exercised), outputs and state equal.
+    """
     pair = build_pair(info, index, dtype, training)
     for step in range(2):
         x_ours, x_ref = pair.fresh_input(False)
@@ -62,7 +63,8 @@ def test_forward_output_and_buffers_match_torch(info, index, training, dtype):
 @DTYPES
 def test_dtype_methods_convert_parameters_and_buffers(info, index, training, dtype):
     """test_forward's second half: after ``.float()``/``.double()`` and a forward pass, every
-    floating parameter and buffer has the dtype and device."""
+    floating parameter and buffer has the dtype and device.
+    """
     pair = build_pair(info, index, dtype, training)
     m = pair.ours
     m(pair.input.detach().clone())
@@ -106,7 +108,8 @@ def test_repr_matches_torch(info, index):
 @TRAINING
 def test_save_load_gives_same_output_and_state_dict(info, index, training):
     """test_save_load: a pickled module gives the same output; the state dict round-trips through
-    ``torch.save``/``torch.load`` with and without ``weights_only``."""
+    ``torch.save``/``torch.load`` with and without ``weights_only``.
+    """
     pair = build_pair(info, index, torch.float32, training)
     m = pair.ours
     sd = _state(m)
@@ -146,7 +149,8 @@ def _non_contiguous(t: torch.Tensor) -> torch.Tensor:
 @TRAINING
 def test_non_contiguous_input_and_grad_give_same_results(info, index, training):
     """test_non_contiguous_tensors: every mix of (non-)contiguous input and grad_output gives the
-    output, input gradient and parameter gradients of the contiguous run; those equal torch's."""
+    output, input gradient and parameter gradients of the contiguous run; those equal torch's.
+    """
     dtype = torch.float64
     pair = build_pair(info, index, dtype, training, requires_grad=True)
     m = pair.ours
@@ -180,7 +184,8 @@ def test_non_contiguous_input_and_grad_give_same_results(info, index, training):
 
 def _gradients_check(info, index, training, check) -> None:
     """test_modules' _test_gradients_helper: the total derivative w.r.t. (input, parameters), then
-    each parameter's partial derivative, with torch's gradcheck wrappers (float64)."""
+    each parameter's partial derivative, with torch's gradcheck wrappers (float64).
+    """
     pair = build_pair(info, index, torch.float64, training, requires_grad=True)
     m = pair.ours
     x = pair.input.detach().clone().requires_grad_()
@@ -217,7 +222,8 @@ def _mem_formats(x: torch.Tensor) -> tuple[list[torch.memory_format], list[torch
 
 def _check_out_mem_format(t: torch.Tensor, input_format: torch.memory_format, what: str) -> None:
     """As test_modules: 4-d/5-d results follow a channels-last input, others are contiguous
-    (BatchNorm's ModuleInfo has ``module_memformat_affects_out=False``)."""
+    (BatchNorm's ModuleInfo has ``module_memformat_affects_out=False``).
+    """
     if t.dim() == 4 and input_format == torch.channels_last:
         assert t.numel() == 0 or t.is_contiguous(memory_format=torch.channels_last), what
     elif t.dim() == 5 and input_format == torch.channels_last_3d:
@@ -230,7 +236,8 @@ def _check_out_mem_format(t: torch.Tensor, input_format: torch.memory_format, wh
 @TRAINING
 def test_memory_format(info, index, training):
     """test_memory_format (float32): every (input, module) memory format gives the contiguous
-    result and gradients, in the memory format torch's test requires."""
+    result and gradients, in the memory format torch's test requires.
+    """
     dtype = torch.float32
     pair = build_pair(info, index, dtype, training, requires_grad=True)
     m = pair.ours
@@ -261,7 +268,8 @@ def test_memory_format(info, index, training):
 @pytest.mark.parametrize("info, index", CASES)
 def test_train_and_eval_differ_flag_holds(info, index):
     """test_if_train_and_eval_modes_differ: without a ``training`` attribute, forward either
-    works or fails on that attribute, and the ModuleInfo says train and eval differ."""
+    works or fails on that attribute, and the ModuleInfo says train and eval differ.
+    """
     pair = build_pair(info, index, torch.float32, True)
     m = pair.ours
     delattr(m, "training")
@@ -311,7 +319,8 @@ def _swap_future(swap: bool) -> Any:
 @pytest.mark.parametrize("set_grad", [True, False], ids=["grad", "no-grad"])
 def test_to_converts_parameters_in_place_or_by_swap(info, index, swap, set_grad):
     """test_to (float32): ``.to(dtype)`` over the ModuleInfo's dtypes keeps Parameters, converts
-    them and their grads, and keeps identities as torch's swap/no-swap rules say."""
+    them and their grads, and keeps identities as torch's swap/no-swap rules say.
+    """
     mi = module_inputs(info, torch.float32, True)[index]
     m = OURS[info.module_cls](*mi.constructor_input.args, **mi.constructor_input.kwargs)
     if set_grad:
@@ -360,7 +369,8 @@ def test_to_empty_from_meta(info, index, swap):
 @pytest.mark.parametrize("info, index", CASES)
 def test_device_ctx_init_matches_cpu_metadata(info, index):
     """test_device_ctx_init: built under ``torch.device('meta')``, every parameter and buffer is
-    meta with the CPU module's metadata."""
+    meta with the CPU module's metadata.
+    """
     mi = module_inputs(info, torch.float32, True)[index]
     cls = OURS[info.module_cls]
     cpu = cls(*mi.constructor_input.args, **mi.constructor_input.kwargs)

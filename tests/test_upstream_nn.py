@@ -42,7 +42,8 @@ def _swap(swap: bool):
                          ids=["float", "bfloat16", "bfloat16-float-module"])
 def test_batchnorm_nhwc_cpu(shape, dtype, mixed):
     """A channels-last input gives a channels-last output equal to torch's contiguous result,
-    with equal input, weight and bias gradients."""
+    with equal input, weight and bias gradients.
+    """
     gen = torch.Generator().manual_seed(7)
     channels = shape[1]
     x = torch.randn(shape, generator=gen).to(dtype).contiguous(memory_format=torch.channels_last)
@@ -123,7 +124,8 @@ def test_batchnorm_raises_error_if_bias_is_not_same_size_as_input(size):
                          ids=lambda d: "dual-" + "".join(map(str, d)))
 def test_batchnorm_raises_error_if_running_var_or_running_mean_have_forward_grad(dual_indices):
     """A forward-mode tangent on running_mean/running_var (with one on the input) raises
-    RuntimeError 'batch_norm is not differentiable wrt running_mean and running_var'."""
+    RuntimeError 'batch_norm is not differentiable wrt running_mean and running_var'.
+    """
     gen = torch.Generator().manual_seed(10)
     args = (torch.randn(3, 2, 5, generator=gen), torch.randn(2, generator=gen),
             torch.randn(2, generator=gen))
@@ -154,7 +156,8 @@ def test_batchnorm_buffer_update_when_stats_are_not_tracked():
 
 def test_batchnorm_load_state_dict():
     """An empty (non-strict) state dict leaves num_batches_tracked alone; on the meta device,
-    loading it with ``assign=True`` still gives a real counter at 0."""
+    loading it with ``assign=True`` still gives a real counter at 0.
+    """
     bn = bncore.BatchNorm2d(3)
     assert torch.equal(bn.state_dict()["num_batches_tracked"], torch.tensor(0))
     bn.num_batches_tracked = torch.tensor(10)
@@ -171,7 +174,7 @@ def test_batchnorm_load_state_dict():
 
 # --- TestNNDeviceType (CPU) -------------------------------------------------------------------
 
-def test_BatchNorm_empty():  # noqa: N802 (torch's test name)
+def test_BatchNorm_empty():
     """A (0, 3, 2, 2) batch in training: empty output, zero gradients, running stats unchanged."""
     mod = bncore.BatchNorm2d(3)
     module_empty_input_check(mod, torch.randn(0, 3, 2, 2))
@@ -222,7 +225,8 @@ def test_batchnorm_simple_average(dtype):
                          ids=["float", "bfloat16", "bfloat16-float-module"])
 def test_batchnorm_eval(ndim, dtype, module_dtype):
     """In eval mode two passes give the same output and input gradient; an untracked module
-    gives the same output in train and in eval."""
+    gives the same output in train and in eval.
+    """
     gen = torch.Generator().manual_seed(12)
     shape = (4, 3) if ndim == 2 else (4, 3, 2)
     module = bncore.BatchNorm1d(3).to(dtype=module_dtype).eval()
@@ -273,7 +277,8 @@ def test_batchnorm_affine(ndim, dtype, module_dtype):
 @pytest.mark.parametrize("dtype", [torch.float, torch.double], ids=str)
 def test_batchnorm_update_stats(dtype):
     """Training updates the running statistics and counts the batch; eval changes nothing; both
-    equal torch.nn's."""
+    equal torch.nn's.
+    """
     gen = torch.Generator().manual_seed(14)
     data = torch.rand(4, 3, generator=gen).to(dtype)
     ours, ref = bncore.BatchNorm1d(3).to(dtype), nn.BatchNorm1d(3).to(dtype)
@@ -320,9 +325,10 @@ def test_batchnorm_large_batch(dtype):
 # --- test/nn/test_load_state_dict.py ----------------------------------------------------------
 
 @pytest.mark.parametrize("swap", [True, False], ids=["swap", "no-swap"])
-def test_load_state_dict_BC(swap):  # noqa: N802 (torch's test name)
+def test_load_state_dict_BC(swap):
     """A version-1 state dict, or one without a version, has no num_batches_tracked: it loads
-    (strict) with the counter 0 as a long."""
+    (strict) with the counter 0 as a long.
+    """
     old = _swap(swap)
     try:
         bn = bncore.BatchNorm2d(3)
@@ -341,8 +347,9 @@ def test_load_state_dict_BC(swap):  # noqa: N802 (torch's test name)
 
 
 def test_state_dict_records_torch_version_of_batchnorm():
-    """torch saves BatchNorm state dicts as version 2 (the version with num_batches_tracked);
-    bncore's carry the same version, so torch's loader reads them as new-style."""
+    """Torch saves BatchNorm state dicts as version 2 (the version with num_batches_tracked);
+    bncore's carry the same version, so torch's loader reads them as new-style.
+    """
     ours = bncore.BatchNorm2d(3).state_dict()._metadata[""].get("version")
     assert ours == nn.BatchNorm2d(3).state_dict()._metadata[""].get("version") == 2
 
@@ -352,7 +359,8 @@ def test_state_dict_records_torch_version_of_batchnorm():
 def test_old_checkpoint_loads_as_into_torch(source, counter):
     """A version-1 checkpoint (no num_batches_tracked), written by either side, loads (strict)
     into bncore's module exactly as into torch's: torch keeps the module's own counter (a fresh
-    module's is 0), as its ``_load_from_state_dict`` hook does."""
+    module's is 0), as its ``_load_from_state_dict`` hook does.
+    """
     src = (nn.BatchNorm2d if source == "torch" else bncore.BatchNorm2d)(3)
     src(torch.randn(4, 3, 2, 2, generator=torch.Generator().manual_seed(18)))
     state_dict = src.state_dict()
@@ -370,7 +378,8 @@ def test_old_checkpoint_loads_as_into_torch(source, counter):
 @pytest.mark.parametrize("swap", [True, False], ids=["swap", "no-swap"])
 def test_load_state_dict(swap):
     """The batch-norm part of upstream test_load_state_dict: in a net, a partial non-strict load
-    sets ``bn.running_mean`` and leaves the rest; an unexpected key is an error when strict."""
+    sets ``bn.running_mean`` and leaves the rest; an unexpected key is an error when strict.
+    """
     old = _swap(swap)
     try:
         net = nn.Sequential(OrderedDict([("linear1", nn.Linear(5, 5)),

@@ -41,7 +41,8 @@ FLOAT_DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], 
 def _run(fn: Callable[..., torch.Tensor], sample: Any,
          cast: torch.dtype | None = None) -> tuple[torch.Tensor, list[Any]]:
     """Call ``fn`` on a private copy of the sample (converted to ``cast`` if given); return the
-    output and the (updated) args."""
+    output and the (updated) args.
+    """
     args, kwargs = clone_sample_args(sample)
     if cast is not None:
         args = [a.to(cast) if isinstance(a, torch.Tensor) else a for a in args]
@@ -80,7 +81,8 @@ def test_sample_forward_and_running_stats_match_torch(index, dtype):
     """Each sample, in every CPU dtype of the OpInfo: same output and same in-place update of
     ``running_mean``/``running_var`` as F.batch_norm (dtype-based default tolerances). In
     float16/bfloat16 torch's own kernel is off the exact result by a few units in the last
-    place, so there bncore must be at least as close to the float64 result as torch is."""
+    place, so there bncore must be at least as close to the float64 result as torch is.
+    """
     sample = samples(dtype, False)[index]
     out, args = _run(bncore.batch_norm, sample)
     expected, ref_args = _run(F.batch_norm, sample)
@@ -100,7 +102,8 @@ def test_sample_forward_and_running_stats_match_torch(index, dtype):
 @pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
 def test_sample_backward_matches_torch(index, dtype):
     """Gradients w.r.t. input, weight and bias equal F.batch_norm's for the same grad_output
-    (in float16/bfloat16: at least as close to the float64 gradients as torch's)."""
+    (in float16/bfloat16: at least as close to the float64 gradients as torch's).
+    """
     sample = samples(dtype, True)[index]
     g = torch.randn(sample.input.shape, generator=torch.Generator().manual_seed(5))
 
@@ -153,7 +156,8 @@ def _gradcheck_inputs(sample: Any) -> tuple[Callable[..., torch.Tensor], tuple[t
 @pytest.mark.parametrize("index", CASES)
 def test_fn_grad(index):
     """TestGradients.test_fn_grad (float64): gradcheck with the OpInfo's batched-grad flag and
-    undefined-grad check."""
+    undefined-grad check.
+    """
     fn, diff = _gradcheck_inputs(samples(torch.float64, True)[index])
     assert gradcheck(fn, diff, check_batched_grad=OP.check_batched_grad, check_grad_dtypes=True,
                      nondet_tol=OP.gradcheck_nondet_tol, fast_mode=OP.gradcheck_fast_mode,
@@ -172,9 +176,10 @@ def test_fn_gradgrad(index, non_contig_grad):
 
 
 @pytest.mark.parametrize("index", CASES)
-def test_forward_mode_AD(index):  # noqa: N802 (torch's test name)
+def test_forward_mode_AD(index):
     """TestFwdGradients.test_forward_mode_AD (float64): the OpInfo declares supports_forward_ad,
-    so gradcheck's forward-mode check (batched forward grad as the OpInfo says) must pass."""
+    so gradcheck's forward-mode check (batched forward grad as the OpInfo says) must pass.
+    """
     assert OP.supports_forward_ad
     fn, diff = _gradcheck_inputs(samples(torch.float64, True)[index])
     assert gradcheck(fn, diff, check_forward_ad=True, check_backward_ad=False,
@@ -188,7 +193,8 @@ def test_forward_mode_AD(index):  # noqa: N802 (torch's test name)
 @pytest.mark.parametrize("index", CASES)
 def test_fn_fwgrad_bwgrad(index, non_contig_grad):
     """TestFwdGradients.test_fn_fwgrad_bwgrad (float64): supports_fwgrad_bwgrad, so
-    forward-over-reverse gradgradcheck must pass."""
+    forward-over-reverse gradgradcheck must pass.
+    """
     assert OP.supports_fwgrad_bwgrad
     fn, diff = _gradcheck_inputs(samples(torch.float64, True)[index])
     assert gradgradcheck(fn, diff, gen_non_contig_grad_outputs=non_contig_grad,
@@ -219,7 +225,8 @@ def _functional(fn: Callable[..., torch.Tensor], sample: Any
 
 def _both(index: int, transform: Callable[[Callable[..., torch.Tensor], tuple], Any]) -> None:
     """Apply ``transform`` to bncore's and torch's function; torch's result (or its exception
-    type) is the oracle."""
+    type) is the oracle.
+    """
     sample = samples(torch.float64, True)[index]
     f_ref, primals = _functional(F.batch_norm, sample)
     f_ours, _ = _functional(bncore.batch_norm, sample)
@@ -234,7 +241,7 @@ def _both(index: int, transform: Callable[[Callable[..., torch.Tensor], tuple], 
 
 @pytest.mark.parametrize("index", CASES)
 def test_func_vjp_matches_torch(index):
-    """functorch test_vjp: torch.func.vjp's output and cotangents equal torch's."""
+    """The functorch test_vjp: torch.func.vjp's output and cotangents equal torch's."""
     def vjp(f, primals):
         out, pullback = torch.func.vjp(f, *primals)
         return out, pullback(torch.ones_like(out))
@@ -250,7 +257,7 @@ def test_func_grad_matches_torch(index):
 
 @pytest.mark.parametrize("index", CASES)
 def test_func_jvp_matches_torch(index):
-    """functorch test_jvp: torch.func.jvp's output and tangent equal torch's."""
+    """The functorch test_jvp: torch.func.jvp's output and tangent equal torch's."""
     def jvp(f, primals):
         gen = torch.Generator().manual_seed(6)
         tangents = tuple(torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in primals)
@@ -260,7 +267,7 @@ def test_func_jvp_matches_torch(index):
 
 @pytest.mark.parametrize("index", CASES)
 def test_func_vmap_matches_torch(index):
-    """functorch test_vmap_exhaustive (input batched): vmap over a stack of two inputs."""
+    """The functorch test_vmap_exhaustive (input batched): vmap over a stack of two inputs."""
     def vmapped(f, primals):
         x, *rest = primals
         batched = torch.stack([x, 2 * x + 1])

@@ -1,5 +1,6 @@
 """Bad input fails at the public boundary with a ``ValueError`` naming the problem, the same way
-in both implementations (``bncore.norm.validate`` holds the shared checks)."""
+in both implementations (``bncore.norm.validate`` holds the shared checks).
+"""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from bncore.norm.validate import BatchNormDTypeError
 @dataclass(frozen=True)
 class Call:
     """One call of batch norm: input shape and dtype, eps, mode, and the layer's channel count
-    (also the length of γ, β and the running statistics); ``None`` means the input's C."""
+    (also the length of γ, β and the running statistics); ``None`` means the input's C.
+    """
 
     shape: tuple[int, ...]
     dtype: str = "float64"

@@ -40,8 +40,8 @@ __all__ = [
     "BN_MODULE_INFOS",
     "BN_OPINFO",
     "OURS",
-    "ModuleErrorEnum",
     "REDUCED",
+    "ModuleErrorEnum",
     "assert_as_accurate_as_torch",
     "assert_same",
     "build_pair",
@@ -87,7 +87,8 @@ def module_inputs(info: ModuleInfo, dtype: torch.dtype, training: bool,
 
 def module_cases() -> list[Any]:
     """One ``pytest.param(info, index)`` per (ModuleInfo, module input), id like
-    ``BatchNorm2d-momentum``."""
+    ``BatchNorm2d-momentum``.
+    """
     params = []
     for info in BN_MODULE_INFOS:
         for index, mi in enumerate(module_inputs(info, torch.float64, True)):
@@ -131,7 +132,8 @@ def build_pair(info: ModuleInfo, index: int, dtype: torch.dtype, training: bool,
                requires_grad: bool = False) -> Pair:
     """Build torch's module and bncore's from the ModuleInfo's constructor input, as
     test_modules does (``module_cls(*args, **kwargs).to(dtype).train(training)``), then give both
-    the same random state: torch's is randomized and loaded into bncore's (strict)."""
+    the same random state: torch's is randomized and loaded into bncore's (strict).
+    """
     mi = module_inputs(info, dtype, training, requires_grad)[index]
     args, kwargs = mi.constructor_input.args, mi.constructor_input.kwargs
     ref = info.module_cls(*args, **kwargs).to(dtype).train(training)
@@ -186,7 +188,8 @@ def assert_as_accurate_as_torch(ours: torch.Tensor, ref: torch.Tensor, exact: to
                                 what: str) -> None:
     """For float16/bfloat16, where torch's CPU kernel itself differs from the exact result by
     several units in the last place: bncore's error against ``exact`` (the same computation in
-    float64) is at most torch's largest error plus one unit in the last place of the value."""
+    float64) is at most torch's largest error plus one unit in the last place of the value.
+    """
     assert ours.dtype == ref.dtype and ours.shape == ref.shape, what
     exact = exact.double()
     err_ours = (ours.double() - exact).abs()
@@ -225,7 +228,8 @@ def flat_fn(module: nn.Module, n_inputs: int,
 def iter_partial_inputs(inputs: tuple[torch.Tensor, ...],
                         params: tuple[nn.Parameter, ...]) -> Iterator[tuple[torch.Tensor, ...]]:
     """test_modules' order: all of (inputs, params) at once, then each parameter on its own with
-    the others' ``requires_grad`` turned off (restored afterwards)."""
+    the others' ``requires_grad`` turned off (restored afterwards).
+    """
     yield inputs + params
     old = [p.requires_grad for p in params]
     try:

@@ -35,7 +35,8 @@ __all__ = [
 
 def landscape_panel(data: Dataset, lr: float, depth: int, bn: bool) -> Figure:
     """Train and probe one small MLP (:func:`~bncore.experiments.landscape_trace.simulate_mlp`) and
-    draw its loss with the range of L(θ − ηg) shaded."""
+    draw its loss with the range of L(θ − ηg) shaded.
+    """
     norm = "bn" if bn else "none"
     _, ax = plt.subplots(figsize=(5, 3))
     return draw_landscape_run(ax, simulate_mlp(data, depth=depth, lr=lr, norm=norm), norm)
@@ -57,7 +58,8 @@ def stream_variance_panel(
 ) -> Figure:
     """Measure the residual stream of fresh networks
     (:func:`~bncore.experiments.signal_prop.signal_propagation_seeds`) and draw E[x_ℓ²] against
-    the prediction (:func:`~bncore.book.plotting.draw_stream_variance`)."""
+    the prediction (:func:`~bncore.book.plotting.draw_stream_variance`).
+    """
     _, ax = plt.subplots(figsize=(4.5, 3))
     sp = signal_propagation_seeds(variant, list(seeds), width=width, depth=depth,
                                   batch_size=batch_size, alpha=alpha)
@@ -83,7 +85,8 @@ def _explosion_profile(
     batch_size: int, activation: str, depth: int, eps: float, width: int, seeds: Sequence[int]
 ) -> GradientProfile:
     """:func:`~bncore.experiments.explosion.simulate` in float64: over 100 layers the norms span
-    more than float32's range (B = 4, or a large ε)."""
+    more than float32's range (B = 4, or a large ε).
+    """
     return simulate(batch_size, activation=activation, width=width, depth=depth, eps=eps,
                     seeds=seeds, dtype=torch.float64)
 
@@ -93,7 +96,8 @@ def gradient_profile_panel(
     width: int = 256, seeds: Sequence[int] = (0, 1, 2),
 ) -> Figure:
     """Simulate fresh BN MLPs and draw their weight-gradient profiles against Yang et al.'s rate
-    (:func:`~bncore.book.plotting.draw_gradient_profile`), titled with the setting."""
+    (:func:`~bncore.book.plotting.draw_gradient_profile`), titled with the setting.
+    """
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     draw_gradient_profile(ax, _explosion_profile(batch_size, activation, depth, eps, width, seeds))
     ax.set_ylabel(r"$\|\partial L/\partial W^l\|_F^2$")

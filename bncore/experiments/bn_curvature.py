@@ -97,7 +97,7 @@ def bn_layer_terms(
     """
     if y.dim() != 2:
         raise ValueError(f"y must have shape (m, C), got {tuple(y.shape)}")
-    m, c = y.shape
+    c = y.shape[1]
     if gamma.shape != (c,) or beta.shape != (c,):
         raise ValueError(f"gamma and beta must have shape ({c},)")
     y = y.detach().clone().requires_grad_(True)

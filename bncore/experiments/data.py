@@ -167,7 +167,8 @@ def teacher(
 
 def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
     """One epoch of shuffled index batches ``(batch_size,)`` over ``range(n)``; the last
-    incomplete batch is dropped (BN needs full batches). Indices are int64 on the CPU."""
+    incomplete batch is dropped (BN needs full batches). Indices are int64 on the CPU.
+    """
     _check_positive(n=n, batch_size=batch_size)
     if batch_size > n:
         raise ValueError(f"batch_size {batch_size} exceeds the number of examples {n}")

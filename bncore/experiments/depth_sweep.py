@@ -139,7 +139,8 @@ def _train_depth(
     activation: str, device: torch.device,
 ) -> dict[str, float]:
     """Train a fresh network: final test accuracy, mean loss of the last 20 steps (NaN if it
-    diverged)."""
+    diverged).
+    """
     model = _bn_mlp(depth, data, width, activation, device)
     hist = train(model, data, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
                  eval_every=0, progress=False, device=device)

@@ -58,9 +58,10 @@ def unit_percentiles(
 ) -> np.ndarray:
     """Percentiles ``q`` (in %, linear interpolation as ``np.percentile``) of unit ``unit``'s
     values in ``z: (N, C, *spatial)``, over the batch (and space). Returns shape ``(len(q),)``;
-    with ``unit=None``, every unit at once, shape ``(len(q), C)``."""
+    with ``unit=None``, every unit at once, shape ``(len(q), C)``.
+    """
     if unit is None:
-        dims = (1, 0) + tuple(range(2, z.dim()))
+        dims = (1, 0, *range(2, z.dim()))
         values = z.detach().double().permute(*dims).reshape(z.shape[1], -1).cpu().numpy()
         return np.percentile(values, list(q), axis=1)
     values = _unit_values(z, unit).detach().double().cpu().numpy()
@@ -69,7 +70,7 @@ def unit_percentiles(
 
 def layer_moments(z: Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Per-unit mean and (biased) standard deviation of ``z: (N, C, *spatial)``, each ``(C,)``."""
-    dims = [0] + list(range(2, z.dim()))
+    dims = [0, *range(2, z.dim())]
     z = z.detach().double()
     return z.mean(dim=dims).cpu().numpy(), z.std(dim=dims, correction=0).cpu().numpy()
 
@@ -101,7 +102,8 @@ def moments_probe(
     x_probe: Tensor, layers: Sequence[int] | None = None
 ) -> Callable[[nn.Module, Tensor, Tensor, int], list[tuple[np.ndarray, np.ndarray]]]:
     """A probe: per-unit ``(mean, std)`` of the pre-activations of ``layers`` (default all) on
-    the fixed inputs ``x_probe``; one ``(mean (C,), std (C,))`` pair per requested layer."""
+    the fixed inputs ``x_probe``; one ``(mean (C,), std (C,))`` pair per requested layer.
+    """
     def probe(model: nn.Module, xb: Tensor, yb: Tensor, step: int):
         x = x_probe.to(next(model.parameters()).device)
         pre = _pre_activations(model, x)
@@ -113,7 +115,8 @@ def moments_probe(
 
 def noise_probe() -> Callable[[nn.Module, Tensor, Tensor, int], list[tuple[np.ndarray, ...]]]:
     """A probe: ``(shift, scale)`` of the current step for every :class:`NoisyBatchNorm` in the
-    model, in order (an empty list for models without one)."""
+    model, in order (an empty list for models without one).
+    """
     def probe(model: nn.Module, xb: Tensor, yb: Tensor, step: int):
         out = []
         for m in model.modules():
@@ -128,7 +131,8 @@ def moments_series(
     records: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]], layer: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Stack the records of a :func:`moments_probe` (one list of (mean, std) pairs per probe
-    step) into ``(means, stds)`` of shape ``(T, C)`` for entry ``layer`` of each record."""
+    step) into ``(means, stds)`` of shape ``(T, C)`` for entry ``layer`` of each record.
+    """
     if not records:
         raise ValueError("moments_series: no records")
     return (np.stack([r[layer][0] for r in records]), np.stack([r[layer][1] for r in records]))
@@ -137,7 +141,8 @@ def moments_series(
 @dataclass
 class Drift:
     """How much per-unit moments move between consecutive records, averaged over units and
-    records: ``mean_change`` = avg ``|μ_{t+1} − μ_t|``, ``std_change`` = avg ``|σ_{t+1} − σ_t|``."""
+    records: ``mean_change`` = avg ``|μ_{t+1} − μ_t|``, ``std_change`` = avg ``|σ_{t+1} − σ_t|``.
+    """
 
     mean_change: float
     std_change: float
@@ -163,7 +168,8 @@ def noise_drift_theory(mean_scale: float, std_scale: float) -> Drift:
     two steps: for independent U, U′ ~ U(0, w), E|U − U′| = w/3. So the shift b ~ U(−a, a) moves a
     unit's mean by 2a/3 on average, and the scale s ~ U(1, k) moves a unit-variance BN output's std
     by (k − 1)/3 (for γ = 1, β = 0; with learned γ, β these are scaled by ``|γ|`` and shifted by
-    ``β·|s − s′|``)."""
+    ``β·|s − s′|``).
+    """
     if mean_scale < 0 or std_scale < 1:
         raise ValueError(f"need mean_scale >= 0 and std_scale >= 1, got {mean_scale}, {std_scale}")
     return Drift(2 * mean_scale / 3, (std_scale - 1) / 3)
@@ -174,7 +180,8 @@ class ICSResult:
     """Santurkar et al.'s ICS measure for each layer i (block weights, then the head):
     ``l2[i]`` = ‖G_i − G′_i‖₂, ``cosine[i]`` = ⟨G_i, G′_i⟩/(‖G_i‖‖G′_i‖), ``grad_norm[i]`` =
     ‖G_i‖₂ and ``rel_l2[i]`` = ‖G_i − G′_i‖/‖G_i‖. Layer 0 has no earlier layers, so
-    G′_0 = G_0 (l2 0, cosine 1)."""
+    G′_0 = G_0 (l2 0, cosine 1).
+    """
 
     l2: np.ndarray
     cosine: np.ndarray
@@ -251,7 +258,8 @@ def ics_probe(
     lr: float, every: int = 1
 ) -> Callable[[nn.Module, Tensor, Tensor, int], ICSResult | None]:
     """A probe that runs :func:`ics_measure` with learning rate ``lr`` on the training batch at
-    steps that are multiples of ``every`` (and returns ``None`` at the other probe steps)."""
+    steps that are multiples of ``every`` (and returns ``None`` at the other probe steps).
+    """
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
 
@@ -263,7 +271,8 @@ def ics_probe(
 
 def ics_stack(results: Sequence[ICSResult | None]) -> ICSResult:
     """Stack several :class:`ICSResult` (``None`` entries skipped) into one whose arrays have
-    shape ``(n_results, n_layers)``."""
+    shape ``(n_results, n_layers)``.
+    """
     kept = [r for r in results if r is not None]
     if not kept:
         raise ValueError("ics_stack: no ICS results")

@@ -133,7 +133,7 @@ class HalfspaceProblem:
             raise ValueError(f"grid_step must be in (0, 0.1], got {self.grid_step}")
         object.__setattr__(self, "Sigma", Sigma)
         object.__setattr__(self, "m", m)
-        half = int(round(9.0 / self.grid_step))
+        half = round(9.0 / self.grid_step)
         x = self.grid_step * np.arange(-half, half + 1)
         wts = np.exp(-0.5 * x**2)
         object.__setattr__(self, "_x", x)
@@ -185,7 +185,8 @@ class HalfspaceProblem:
 
     def grad_w(self, w: np.ndarray, g: float) -> np.ndarray:
         r"""∇_w f(w, g) = c(w, g)·∇a(w), with c = g·E[φ'(g(a + ε))] and
-        ∇a(w) = (m − a(w)·Σw/‖w‖_Σ)/‖w‖_Σ (orthogonal to w)."""
+        ∇a(w) = (m − a(w)·Σw/‖w‖_Σ)/‖w‖_Σ (orthogonal to w).
+        """
         w = check_direction(w, self.d)
         x, wts = self._quad()
         nrm = np.sqrt(w @ self.Sigma @ w)

@@ -46,7 +46,8 @@ class LRSweep:
 
     def largest_stable_lr(self, per_seed: bool = False) -> float | np.ndarray:
         """The largest rate at which *every* seed trained (or, ``per_seed``, each seed's own
-        largest); NaN where none did."""
+        largest); NaN where none did.
+        """
         ok = self.trained
         if per_seed:
             return np.array([self.lrs[r].max() if r.any() else np.nan for r in ok])

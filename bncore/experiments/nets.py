@@ -37,8 +37,8 @@ from bncore.norm.torch_bn import BatchNorm1d, BatchNorm2d
 __all__ = [
     "ACTIVATIONS",
     "INITS",
-    "NORMS",
     "MLP",
+    "NORMS",
     "Block",
     "ConvNet",
     "NoisyBatchNorm",
@@ -208,7 +208,8 @@ def _init_layer(
 
 class Block(nn.Module):
     """One hidden block: ``pool(act(norm(linear(x))))``; ``linear`` is an ``nn.Linear`` (MLP)
-    or an ``nn.Conv2d`` (ConvNet), ``pool`` is ``nn.Identity`` unless the ConvNet downsamples."""
+    or an ``nn.Conv2d`` (ConvNet), ``pool`` is ``nn.Identity`` unless the ConvNet downsamples.
+    """
 
     def __init__(
         self, linear: nn.Module, norm: nn.Module, act: nn.Module, pool: nn.Module | None = None
@@ -247,7 +248,7 @@ class _Net(nn.Module):
     def _flatten_for_head(self, h: Tensor) -> Tensor:
         return h
 
-    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+    def forward(self, x: Tensor) -> Tensor:
         h = x
         for block in self.blocks:
             h = block(h)
@@ -255,7 +256,8 @@ class _Net(nn.Module):
 
     def forward_collect(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """``(logits, pre)``, where ``pre[i]`` is block i's pre-activation ``norm(linear(·))``:
-        ``(N, width)`` for an MLP, ``(N, C, H, W)`` for a ConvNet."""
+        ``(N, width)`` for an MLP, ``(N, C, H, W)`` for a ConvNet.
+        """
         h, pre = x, []
         for block in self.blocks:
             z = block.forward_pre(h)

@@ -77,7 +77,8 @@ def fixup_scale(num_blocks: int, layers_per_branch: int = 2) -> float:
 
 def nf_betas(num_blocks: int, alpha: float, input_var: float = 1.0) -> list[float]:
     """β_ℓ = √Var(x_{ℓ-1}) for ℓ = 1..L predicted by Var(x_ℓ) = Var(x_{ℓ-1}) + α²
-    (Brock et al. 2021): β_ℓ = √(input_var + (ℓ-1)·α²)."""
+    (Brock et al. 2021): β_ℓ = √(input_var + (ℓ-1)·α²).
+    """
     if num_blocks < 1:
         raise ValueError(f"num_blocks must be ≥ 1, got {num_blocks}")
     if input_var <= 0:
@@ -113,7 +114,8 @@ class ScaledWSLinear(nn.Linear):
 
 class ScaledWSConv2d(nn.Conv2d):
     """3×3 conv with scaled weight standardization over each filter's C·k·k fan-in
-    (Brock et al. 2021); see :class:`ScaledWSLinear`."""
+    (Brock et al. 2021); see :class:`ScaledWSLinear`.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True,
                  gain: float = RELU_WS_GAIN, eps: float = 1e-6) -> None:

@@ -90,7 +90,8 @@ class SignalProp:
 @torch.no_grad()
 def signal_propagation(model: ResNet, x: Tensor) -> SignalProp:
     """The SPP numbers of ``model`` on the batch ``x`` in training mode (BN uses batch
-    statistics, as at the first step of training); the model's mode is restored after."""
+    statistics, as at the first step of training); the model's mode is restored after.
+    """
     if not isinstance(model, ResNet):
         raise TypeError(f"expected a bncore.experiments.resnets.ResNet, got {type(model).__name__}")
     was_training = model.training

@@ -51,7 +51,8 @@ loss_fn = F.cross_entropy  # the loss every chapter trains with (mean over the b
 
 def least_squares_loss(output: Tensor, target: Tensor) -> Tensor:
     """L = ½ Σᵢ (outputᵢ₀ − targetᵢ)² for a one-output model: its Hessian in a linear model's
-    weights is XᵀX, with no factor 2 and no 1/m."""
+    weights is XᵀX, with no factor 2 and no 1/m.
+    """
     return 0.5 * (output[:, 0] - target).square().sum()
 
 
@@ -263,7 +264,8 @@ def train_resnet(
 ) -> Run:
     """Build a :class:`~bncore.experiments.resnets.ResNet` of ``variant`` for ``data`` and
     :func:`train` it; as :func:`train_mlp`, the initialization uses the global RNG as it stands
-    and ``seed`` seeds the batch order."""
+    and ``seed`` seeds the batch order.
+    """
     model = ResNet(data.in_dim, width, depth, data.num_classes, variant)
     train_kwargs.setdefault("desc", f"{variant}, η = {train_kwargs.get('lr')}")
     return Run(model, train(model, data, seed=seed, **train_kwargs))

@@ -228,7 +228,8 @@ def fold_model(model: nn.Module) -> nn.Module:
 
 def _fold_in_place(module: nn.Module) -> None:
     """Fold every :class:`LinearNormBlock` in ``module`` and recurse; Sequential children are
-    rebuilt."""
+    rebuilt.
+    """
     if (isinstance(module, LinearNormBlock) and isinstance(module.linear, _FOLDABLE)
             and is_bn(module.norm)):
         module.linear = fold_bn(module.linear, module.norm)

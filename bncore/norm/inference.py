@@ -208,7 +208,8 @@ def normalize(
     eps_placement: Literal["inside", "std"] = "inside",
 ) -> np.ndarray:
     """x̂ = (x − μ)/√(σ² + ε) (``"inside"``, Ioffe & Szegedy 2015, Alg. 1; PyTorch) or
-    (x − μ)/(√σ² + ε) (``"std"``, ε added to the standard deviation). ``x: (N, C)``."""
+    (x − μ)/(√σ² + ε) (``"std"``, ε added to the standard deviation). ``x: (N, C)``.
+    """
     if eps_placement == "inside":
         return (x - mean) / np.sqrt(var + eps)
     if eps_placement == "std":

@@ -50,7 +50,7 @@ def bn_jacobian(x: Tensor, gamma: float = 1.0, eps: float = 1e-5) -> Tensor:
 
 
 def bn_jacobian_formula(x: Tensor, gamma: float = 1.0, eps: float = 1e-5) -> Tensor:
-    r"""The same Jacobian in closed form (the compact backward written as a matrix):
+    r"""The same Jacobian in closed form, the compact backward written as a matrix.
 
     .. math::
 

@@ -47,7 +47,7 @@ def reduce_axes(ndim: int) -> tuple[int, ...]:
 
 
 def count_per_channel(shape: Sequence[int]) -> int:
-    """m = N·∏spatial, the number of values each channel's statistics are taken over."""
+    """The count m = N·∏spatial, the number of values each channel's statistics are taken over."""
     return shape[0] * math.prod(shape[2:])
 
 

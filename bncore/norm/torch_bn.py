@@ -53,7 +53,8 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def mean_var(x: Tensor) -> tuple[Tensor, Tensor]:
     """Per-channel mean μ_B and biased variance σ_B², two-pass (the torch twin of
-    :func:`bncore.norm.stats.mean_var`). Differentiable; returns two ``(C,)`` tensors."""
+    :func:`bncore.norm.stats.mean_var`). Differentiable; returns two ``(C,)`` tensors.
+    """
     dims = stats.reduce_axes(x.dim())
     mean = x.mean(dim=dims, keepdim=True)
     var = (x - mean).square().mean(dim=dims)
@@ -229,7 +230,7 @@ class _BatchNorm(nn.Module):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def extra_repr(self) -> str:  # noqa: D102
+    def extra_repr(self) -> str:
         return (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
             f"affine={self.affine}, bias={self.bias is not None}, "

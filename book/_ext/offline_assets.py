@@ -49,6 +49,7 @@ def _dedupe_scripts(app: Sphinx, pagename: str, templatename: str, context: dict
 
 
 def setup(app: Sphinx) -> dict[str, object]:
+    """Register the handlers that serve MathJax from the site and drop duplicate scripts."""
     app.connect("config-inited", _use_local_mathjax)
     # Priority 100: run before theme handlers, which may end this first-result event.
     app.connect("html-page-context", _dedupe_scripts, priority=100)
