@@ -161,3 +161,30 @@ def test_layer_state_uses_torch_state_dict_names_both_ways(ndim):
         fresh.eval()(torch.from_numpy(x)).detach().numpy(), ours.layer.eval().forward(x),
         **FLOAT64_TOL,
     )
+
+
+def test_empty_batch_gives_empty_output_and_leaves_running_stats_like_torch():
+    layer, ref = numpy_bn.BatchNorm(3), torch.nn.BatchNorm2d(3, dtype=torch.float64)
+    x = np.zeros((0, 3, 2, 2))
+    y = layer(x)
+    y_ref = ref(torch.from_numpy(x))
+    assert y.shape == tuple(y_ref.shape) == (0, 3, 2, 2)
+    assert layer.num_batches_tracked == int(ref.num_batches_tracked) == 1
+    np.testing.assert_array_equal(layer.running_mean, ref.running_mean.numpy())
+    np.testing.assert_array_equal(layer.running_var, ref.running_var.numpy())
+    assert layer.backward(np.zeros_like(x)).shape == x.shape
+    np.testing.assert_array_equal(layer.grad_weight, np.zeros(3))
+
+
+def test_the_phases_compose_to_the_compact_backward():
+    x = np.random.default_rng(0).standard_normal((5, 3, 2))
+    dy = np.random.default_rng(1).standard_normal((5, 3, 2))
+    gamma, beta = np.array([1.0, 2.0, 0.5]), np.zeros(3)
+    _, cache = numpy_bn.batch_norm_forward(x, gamma, beta)
+    sum_dy, sum_dy_xhat = numpy_bn.backward_reduce(dy, cache.xhat)
+    dx = numpy_bn.backward_elemt(dy, cache.xhat, cache.invstd, gamma, sum_dy, sum_dy_xhat,
+                                 cache.m)
+    dx_ref, dgamma, dbeta = numpy_bn.batch_norm_backward_graph(dy, cache)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(sum_dy_xhat, dgamma, rtol=1e-12)
+    np.testing.assert_allclose(sum_dy, dbeta, rtol=1e-12)

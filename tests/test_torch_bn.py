@@ -189,3 +189,55 @@ def test_bias_keyword_matches_torch(bias):
     ref.load_state_dict(ours.state_dict())
     x = torch.randn(4, 3, 2, 2, dtype=torch.float64)
     torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=1e-14)
+
+
+def test_empty_batch_trains_like_torch_nn():
+    ours, ref = torch_bn.BatchNorm2d(3), torch.nn.BatchNorm2d(3)
+    for module in (ours, ref):
+        x = torch.randn(0, 3, 2, 2, requires_grad=True)
+        y = module(x)
+        y.sum().backward()
+        assert y.shape == (0, 3, 2, 2)
+        assert int(module.num_batches_tracked) == 1
+        torch.testing.assert_close(module.weight.grad, torch.zeros(3))
+        torch.testing.assert_close(module.running_mean, torch.zeros(3))
+
+
+def test_forward_mode_matches_torch_func_jvp_in_float64():
+    gen = torch.Generator().manual_seed(3)
+    x, dx = (torch.randn(6, 3, 2, generator=gen, dtype=torch.float64) for _ in range(2))
+    w, dw, b, db = (torch.randn(3, generator=gen, dtype=torch.float64) for _ in range(4))
+    rm, rv = torch.randn(3, dtype=torch.float64), torch.rand(3, dtype=torch.float64) + 0.5
+    for training in (True, False):
+        def ours(x, w, b, training=training):
+            return torch_bn.batch_norm(x, rm.clone(), rv.clone(), w, b, training)
+
+        def ref(x, w, b, training=training):
+            return torch.nn.functional.batch_norm(x, rm.clone(), rv.clone(), w, b, training)
+
+        out, tangent = torch.func.jvp(ours, (x, w, b), (dx, dw, db))
+        out_ref, tangent_ref = torch.func.jvp(ref, (x, w, b), (dx, dw, db))
+        torch.testing.assert_close(out, out_ref)
+        torch.testing.assert_close(tangent, tangent_ref)
+
+
+def test_hessian_vector_product_forward_over_reverse_equals_double_backward():
+    gen = torch.Generator().manual_seed(4)
+    x, v, r = (torch.randn(5, 2, 3, generator=gen, dtype=torch.float64) for _ in range(3))
+    w = torch.rand(2, generator=gen, dtype=torch.float64) + 0.5
+
+    def loss(x):
+        return (r * torch.tanh(torch_bn.batch_norm(x, None, None, w, None, True))).sum()
+
+    _, hvp_fwd = torch.func.jvp(torch.func.grad(loss), (x,), (v,))
+    hvp_rev = torch.autograd.functional.hvp(loss, x, v)[1]
+    torch.testing.assert_close(hvp_fwd, hvp_rev)
+
+
+def test_old_checkpoint_without_counter_loads():
+    state = torch_bn.BatchNorm2d(3).state_dict()
+    del state["num_batches_tracked"]
+    state._metadata[""]["version"] = 1
+    module = torch_bn.BatchNorm2d(3)
+    module.load_state_dict(state)
+    assert int(module.num_batches_tracked) == 0

@@ -296,8 +296,8 @@ def test_error_inputs_raise_torch_type_and_message(info, training):
         if err.error_on == ModuleErrorEnum.CONSTRUCTION_ERROR:
             with tc.assertRaisesRegex(err.error_type, err.error_regex):
                 cls(*c_args, **c_kwargs)
-        else:
-            m = cls(*c_args, **c_kwargs).train(training)
+        else:  # as upstream's test_errors: a freshly built module, so in training mode
+            m = cls(*c_args, **c_kwargs)
             with tc.assertRaisesRegex(err.error_type, err.error_regex):
                 m(*mi.forward_input.args, **mi.forward_input.kwargs)
 

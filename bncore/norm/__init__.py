@@ -7,6 +7,8 @@ module                     what it holds
                            running-average rules
 :mod:`.validate`           every input check, with messages that say what to fix
 :mod:`.numpy_bn`           the transform, its backward and a module, in NumPy
+:mod:`.torch_phases`       the phases in torch: statistics, normalize, running update,
+                           backward reduce, backward elementwise
 :mod:`.torch_bn`           the same as an ``autograd.Function`` and ``BatchNorm1d/2d/3d``
 :mod:`.inference`          population statistics: running averages, recalibration
 :mod:`.fold`               folding BN into the preceding linear or conv layer

@@ -17,8 +17,13 @@ The backward is the compact form
     \Big(m\,\delta_i - \sum_j \delta_j - \hat x_i \sum_j \delta_j \hat x_j\Big),
     \qquad \delta_i = \partial\ell/\partial y_i .
 
+The computation is written as the phases of :mod:`bncore.norm.torch_phases`, with the same
+names: statistics (:func:`bncore.norm.stats.mean_var`) → :func:`normalize` →
+:func:`update_running`, and :func:`backward_reduce` → :func:`backward_elemt`.
+
 NaN or Inf in a channel's input makes that channel's statistics, output and gradient NaN (as in
-torch); other channels are unaffected. Nothing is masked or repaired.
+torch); other channels are unaffected. Nothing is masked or repaired. An input with no values
+(N = 0) gives an empty output and leaves the running statistics alone, as in torch.
 """
 
 from __future__ import annotations
@@ -33,10 +38,14 @@ from bncore.norm.validate import check_dtype, check_input
 __all__ = [
     "BNCache",
     "BatchNorm",
+    "backward_elemt",
+    "backward_reduce",
     "batch_norm_backward",
     "batch_norm_backward_graph",
     "batch_norm_forward",
     "batch_norm_inference",
+    "normalize",
+    "update_running",
 ]
 
 
@@ -70,6 +79,44 @@ def _bcast(v: np.ndarray, ndim: int) -> np.ndarray:
     return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
+def normalize(
+    x: np.ndarray, mean: np.ndarray, invstd: np.ndarray, gamma: np.ndarray, beta: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Elementwise phase: x̂ = (x − μ)·s and y = γ·x̂ + β, per channel; returns ``(y, x̂)``."""
+    xhat = (x - _bcast(mean, x.ndim)) * _bcast(invstd, x.ndim)
+    return _bcast(gamma, x.ndim) * xhat + _bcast(beta, x.ndim), xhat
+
+
+def backward_reduce(dy: np.ndarray, xhat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Backward reduction phase: Σδ and Σδ·x̂ per channel (also dβ and dγ)."""
+    axes = stats.reduce_axes(dy.ndim)
+    return dy.sum(axis=axes), (dy * xhat).sum(axis=axes)
+
+
+def backward_elemt(
+    dy: np.ndarray, xhat: np.ndarray, invstd: np.ndarray, gamma: np.ndarray,
+    sum_dy: np.ndarray, sum_dy_xhat: np.ndarray, count: int,
+) -> np.ndarray:
+    """Backward elementwise phase: dx = γs/m·(m·δ − Σδ − x̂·Σδx̂), from the reduced sums."""
+    nd = dy.ndim
+    return _bcast(gamma * invstd / count, nd) * (
+        count * dy - _bcast(sum_dy, nd) - xhat * _bcast(sum_dy_xhat, nd)
+    )
+
+
+def update_running(
+    running_mean: np.ndarray, running_var: np.ndarray, mean: np.ndarray, var: np.ndarray,
+    count: int, momentum: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Running-statistics phase: the new (running_mean, running_var), by :mod:`.stats`' rules.
+
+    running ← (1 − α)·running + α·batch, with the unbiased m/(m − 1)·σ_B² for the variance.
+    """
+    unbiased = var * stats.bessel(count)
+    return (stats.running_update(running_mean, mean, momentum),
+            stats.running_update(running_var, unbiased, momentum))
+
+
 def _check_x(x: np.ndarray, gamma: np.ndarray | None, eps: float, training: bool, **more) -> None:
     x = np.asarray(x)
     check_dtype(np.issubdtype(x.dtype, np.floating), x.dtype)
@@ -100,10 +147,15 @@ def batch_norm_forward(
         A :class:`BNCache` for :func:`batch_norm_backward`.
     """
     _check_x(x, gamma, eps, True, beta=beta)
+    return _forward(x, gamma, beta, eps)
+
+
+def _forward(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float
+) -> tuple[np.ndarray, BNCache]:
+    """:func:`batch_norm_forward` on validated arguments: statistics → normalize."""
     mean, var = stats.mean_var(x)  # (C,), (C,), two-pass, biased
-    invstd = 1.0 / np.sqrt(var + eps)
-    xhat = (x - _bcast(mean, x.ndim)) * _bcast(invstd, x.ndim)
-    y = _bcast(gamma, x.ndim) * xhat + _bcast(beta, x.ndim)
+    y, xhat = normalize(x, mean, 1.0 / np.sqrt(var + eps), gamma, beta)
     cache = BNCache(x=x, xhat=xhat, mean=mean, var=var, gamma=np.asarray(gamma), eps=eps)
     return y.astype(x.dtype, copy=False), cache
 
@@ -117,12 +169,8 @@ def batch_norm_backward(
 
     Returns ``(dx, dgamma, dbeta)`` with shapes ``x.shape``, ``(C,)``, ``(C,)``.
     """
-    axes = stats.reduce_axes(dy.ndim)
-    xhat, m = cache.xhat, cache.m
-    dbeta = dy.sum(axis=axes)
-    dgamma = (dy * xhat).sum(axis=axes)
-    scale = _bcast(cache.gamma * cache.invstd / m, dy.ndim)
-    dx = scale * (m * dy - _bcast(dbeta, dy.ndim) - xhat * _bcast(dgamma, dy.ndim))
+    dbeta, dgamma = backward_reduce(dy, cache.xhat)
+    dx = backward_elemt(dy, cache.xhat, cache.invstd, cache.gamma, dbeta, dgamma, cache.m)
     return dx.astype(dy.dtype, copy=False), dgamma, dbeta
 
 
@@ -242,21 +290,25 @@ class BatchNorm:
         check_dtype(np.issubdtype(np.asarray(x).dtype, np.floating), np.asarray(x).dtype)
         check_input(x.shape, self.num_features, self.eps, use_batch_stats)
         gamma, beta = self._gamma_beta()
-        if not use_batch_stats:
-            invstd = 1.0 / np.sqrt(self.running_var + self.eps)
-            xhat = (x - _bcast(self.running_mean, x.ndim)) * _bcast(invstd, x.ndim)
-            self._cache, self._eval_cache = None, (xhat, gamma * invstd)
-            return batch_norm_inference(
-                x, gamma, beta, self.running_mean, self.running_var, self.eps
-            )
-        y, self._cache = batch_norm_forward(x, gamma, beta, self.eps)
-        self._eval_cache = None
-        if self.training and self.track_running_stats:
+        if self.training and self.num_batches_tracked is not None:
             self.num_batches_tracked += 1
+        if x.size == 0:  # as torch: an empty output, the running statistics left alone
+            self._cache, self._eval_cache = None, (x.copy(), np.zeros(self.num_features))
+            return x.copy()
+        if not use_batch_stats:
+            assert self.running_mean is not None and self.running_var is not None
+            invstd = 1.0 / np.sqrt(self.running_var + self.eps)
+            y, xhat = normalize(x, self.running_mean, invstd, gamma, beta)
+            self._cache, self._eval_cache = None, (xhat, gamma * invstd)
+            return y.astype(x.dtype, copy=False)
+        y, self._cache = _forward(x, gamma, beta, self.eps)
+        self._eval_cache = None
+        if self.training and self.num_batches_tracked is not None:
+            assert self.running_mean is not None and self.running_var is not None
             factor = stats.momentum_factor(self.momentum, self.num_batches_tracked)
-            unbiased = self._cache.var * stats.bessel(self._cache.m)
-            self.running_mean = stats.running_update(self.running_mean, self._cache.mean, factor)
-            self.running_var = stats.running_update(self.running_var, unbiased, factor)
+            self.running_mean, self.running_var = update_running(
+                self.running_mean, self.running_var, self._cache.mean, self._cache.var,
+                self._cache.m, factor)
         return y
 
     __call__ = forward
@@ -266,13 +318,12 @@ class BatchNorm:
 
         In eval mode the layer is a fixed affine map, so dx = γ/√(σ̂² + ε)·δ.
         """
-        axes = stats.reduce_axes(dy.ndim)
         if self._cache is not None:
             dx, dgamma, dbeta = batch_norm_backward(dy, self._cache)
         elif self._eval_cache is not None:
             xhat, scale = self._eval_cache
             dx = dy * _bcast(scale, dy.ndim)
-            dgamma, dbeta = (dy * xhat).sum(axis=axes), dy.sum(axis=axes)
+            dbeta, dgamma = backward_reduce(dy, xhat)
         else:
             raise RuntimeError("backward() called before forward()")
         if self.affine:

@@ -8,111 +8,199 @@ Layout is ``input: (N, C, *spatial)``. In training mode, per channel over m = N�
 
 .. math::
 
-    y = \gamma\,\frac{x-\mu_B}{\sqrt{\sigma_B^2+\epsilon}} + \beta,\qquad
-    \sigma_B^2 = \frac1m\sum (x-\mu_B)^2 \text{ (biased)},
+    y = \gamma\,\hat x + \beta,\qquad \hat x = (x-\mu_B)\,s,\qquad
+    s = \frac{1}{\sqrt{\sigma_B^2+\epsilon}},\qquad
+    \sigma_B^2 = \frac1m\sum (x-\mu_B)^2 \text{ (biased)}.
 
-and the running estimates move by running ← (1 − α)·running + α·batch, with the *unbiased*
-m/(m−1)·σ_B² for ``running_var`` (see :mod:`bncore.norm.stats`). In eval mode the running estimates
-replace μ_B, σ_B², so the layer is a fixed affine map whose backward is a per-channel scaling.
+The computation is composed of the phases of :mod:`bncore.norm.torch_phases` (statistics →
+normalize → running update; backward reduce → backward elementwise), the shape of
+``torch.nn.SyncBatchNorm``.
 
-The gradient is :class:`BatchNormFunction`'s explicit formula (Ioffe & Szegedy 2015, §3)
+The gradient is Ioffe & Szegedy's (2015, §3), written with differentiable tensor operations on
+the saved input, so autograd can differentiate it again (gradgradcheck, Hessian-vector products);
+:meth:`BatchNormFunction.jvp` gives forward-mode derivatives, and the function composes with
+``torch.func`` (``grad``, ``vjp``, ``jvp``, ``jacrev``, ``vmap``).
 
-.. math::
-
-    \frac{\partial\ell}{\partial x} = \frac{\gamma}{m\sqrt{\sigma_B^2+\epsilon}}
-    \Big(m\,\delta - \textstyle\sum\delta - \hat x\sum\delta\hat x\Big),
-
-written with differentiable tensor operations on the saved input, so that autograd can
-differentiate it again (``gradgradcheck``, Hessian-vector products).
-
-Float16/bfloat16 inputs are normalized with float32 statistics and returned in their own dtype.
-NaN or Inf in a channel's input makes that channel's output NaN, as in torch; other channels are
-unaffected.
+Float16/bfloat16 inputs are normalized in float32 (statistics, rsqrt(σ² + ε) and the affine map,
+also in eval with half running statistics) and rounded once at the end. NaN or Inf in a channel's
+input makes that channel's output NaN, as in torch; other channels are unaffected. An input with
+no values (N = 0) gives an empty output, leaves the running statistics alone, and gives γ and β
+zero gradients, as in torch.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from bncore.norm import stats
-from bncore.norm.validate import check_dtype, check_input, check_rank
+from bncore.norm.torch_phases import (
+    _acc_dtype,
+    _bcast,
+    backward_elemt,
+    backward_reduce,
+    mean_var,
+    normalize,
+    update_running,
+)
+from bncore.norm.validate import check_dtype, check_input, check_rank, check_running_stats
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "BatchNormFunction", "batch_norm"]
+__all__ = [
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
+    "BatchNormFunction",
+    "backward_elemt",
+    "backward_reduce",
+    "batch_norm",
+    "mean_var",
+    "normalize",
+    "update_running",
+]
 
 
-def _bcast(v: Tensor, ndim: int) -> Tensor:
-    """Reshape a per-channel vector ``(C,)`` to ``(1, C, 1, ...)`` for broadcasting."""
-    return v.reshape((1, -1) + (1,) * (ndim - 2))
+# --- the autograd Function ---
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Statistics are accumulated in at least float32."""
-    return torch.promote_types(dtype, torch.float32)
-
-
-def mean_var(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel mean μ_B and biased variance σ_B², two-pass (the torch twin of
-    :func:`bncore.norm.stats.mean_var`). Differentiable; returns two ``(C,)`` tensors.
-    """
-    dims = stats.reduce_axes(x.dim())
-    mean = x.mean(dim=dims, keepdim=True)
-    var = (x - mean).square().mean(dim=dims)
-    return mean.reshape(-1), var
+def _statistics(
+    acc: Tensor, mean: Tensor | None, var: Tensor | None, eps: float, training: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(μ, σ², s) in the accumulation dtype: from the batch in training, else the given ones."""
+    if training or mean is None or var is None:
+        mean, var = mean_var(acc)
+    else:
+        mean, var = mean.to(acc.dtype), var.to(acc.dtype)
+    return mean, var, torch.rsqrt(var + eps)
 
 
 class BatchNormFunction(torch.autograd.Function):
-    """y = γ·x̂ + β with x̂ normalized by batch (training) or given (eval) statistics.
+    """y = γ·x̂ + β with x̂ normalized by batch (training) or running (eval) statistics.
 
-    ``forward(x, weight, bias, mean, var, eps, training)`` takes ``mean``/``var`` only in eval
-    mode (running estimates, treated as constants). In training mode it computes them and
-    returns them as extra, non-differentiable outputs for the running-average update.
+    ``forward(x, weight, bias, running_mean, running_var, training, momentum, eps)`` has
+    ``torch.nn.functional.batch_norm``'s arguments. In training it also updates the running
+    estimates in place (when given), inside the function as torch's kernel does, so that
+    ``torch.func`` transforms of a training step work. The running estimates are constants:
+    they have no gradient, and a forward-mode tangent on them is an error.
     """
 
-    @staticmethod
-    def forward(ctx, x, weight, bias, mean, var, eps, training):  # noqa: D102
-        acc = x.to(_acc_dtype(x.dtype))
-        if training:
-            mean, var = mean_var(acc)
-        nd = x.dim()
-        xhat = (acc - _bcast(mean, nd)) * _bcast(torch.rsqrt(var + eps), nd)
-        y = xhat
-        if weight is not None:
-            y = y * _bcast(weight.to(acc.dtype), nd)
-        if bias is not None:
-            y = y + _bcast(bias.to(acc.dtype), nd)
-        ctx.save_for_backward(x, weight, mean, var)
-        ctx.eps, ctx.training = eps, training
-        ctx.mark_non_differentiable(mean, var)
-        return y.to(x.dtype), mean, var
+    generate_vmap_rule = True
 
     @staticmethod
-    def backward(ctx, dy, _dmean, _dvar):  # noqa: D102
-        x, weight, mean, var = ctx.saved_tensors
-        nd, dims = x.dim(), stats.reduce_axes(x.dim())
+    def forward(  # type: ignore[override]
+        x: Tensor, weight: Tensor | None, bias: Tensor | None, running_mean: Tensor | None,
+        running_var: Tensor | None, training: bool, momentum: float, eps: float,
+    ) -> Tensor:
+        """Normalize (statistics → normalize), then the running update in training."""
         acc = x.to(_acc_dtype(x.dtype))
+        mean, var, invstd = _statistics(acc, running_mean, running_var, eps, training)
+        if training and running_mean is not None and running_var is not None:
+            update_running(running_mean, running_var, mean, var,
+                           stats.count_per_channel(x.shape), momentum)
+        return normalize(acc, mean, invstd, weight, bias).to(x.dtype)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        """Save x and γ (and, in eval, the running statistics the output was made with)."""
+        x, weight, _bias, running_mean, running_var, training, _momentum, eps = inputs
+        saved = (x, weight) if training else (x, weight, running_mean, running_var)
+        ctx.save_for_backward(*saved)
+        ctx.save_for_forward(*saved)
+        ctx.eps, ctx.training = eps, training
+        ctx.set_materialize_grads(False)  # a tangent left undefined stays None in jvp
+
+    @staticmethod
+    def _saved(ctx: Any) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor, Tensor]:
+        """(x, γ, x in the accumulation dtype, x − μ, s, x̂), μ and s recomputed from x in
+        training, so that the backward is itself differentiable.
+        """
+        x, weight, *running = ctx.saved_tensors
+        acc = x.to(_acc_dtype(x.dtype))
+        mean, _, invstd = _statistics(acc, *(running or (None, None)), ctx.eps, ctx.training)
+        centred = acc - _bcast(mean, x.dim())
+        return x, weight, acc, centred, invstd, centred * _bcast(invstd, x.dim())
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor | None) -> tuple[Any, ...]:
+        """Gradients: dx by the phases (training) or the scaling γs (eval), dγ = Σδx̂, dβ = Σδ."""
+        if dy is None:  # the output's gradient is undefined (not materialized): so are these
+            return (None,) * 8
+        x, weight, acc, _, invstd, xhat = BatchNormFunction._saved(ctx)
         g = dy.to(acc.dtype)
-        if ctx.training:  # recompute from x so that this backward is itself differentiable
-            mean, var = mean_var(acc)
-        invstd = torch.rsqrt(var + ctx.eps)
-        xhat = (acc - _bcast(mean, nd)) * _bcast(invstd, nd)
         gamma = weight.to(acc.dtype) if weight is not None else torch.ones_like(invstd)
-        sum_dy = g.sum(dim=dims)
-        sum_dy_xhat = (g * xhat).sum(dim=dims)
+        sum_dy, sum_dy_xhat = backward_reduce(g, xhat)
         dx = None
         if ctx.needs_input_grad[0]:
             if ctx.training:
                 m = stats.count_per_channel(x.shape)
-                dx = _bcast(gamma * invstd / m, nd) * (
-                    m * g - _bcast(sum_dy, nd) - xhat * _bcast(sum_dy_xhat, nd)
-                )
-            else:  # eval: a fixed affine map, so the backward is the plain scaling γ/√(σ̂²+ε)
-                dx = g * _bcast(gamma * invstd, nd)
+                dx = backward_elemt(g, xhat, invstd, gamma, sum_dy, sum_dy_xhat, m)
+            else:  # eval: a fixed affine map, so the backward is the plain scaling γs
+                dx = g * _bcast(gamma * invstd, x.dim())
             dx = dx.to(x.dtype)
         dweight = sum_dy_xhat.to(weight.dtype) if ctx.needs_input_grad[1] else None
         dbias = sum_dy.to(weight.dtype if weight is not None else dy.dtype)
-        dbias = dbias if ctx.needs_input_grad[2] else None
-        return dx, dweight, dbias, None, None, None, None
+        return dx, dweight, dbias if ctx.needs_input_grad[2] else None, None, None, None, None, None
+
+    @staticmethod
+    def jvp(
+        ctx: Any, dx: Tensor | None, dweight: Tensor | None, dbias: Tensor | None,
+        dmean: Tensor | None, dvar: Tensor | None, *_: Any,
+    ) -> Tensor:
+        """Forward mode: dy = dγ·x̂ + γ·dx̂ + dβ.
+
+        In training dμ = mean(dx) and dσ² = 2·mean((x − μ)·dx), so ds = −s³·dσ²/2 and
+        dx̂ = (dx − dμ)·s + (x − μ)·ds; in eval the statistics are constants and dx̂ = dx·s.
+        """
+        if dx is not None and (dmean is not None or dvar is not None):  # as torch's rule
+            raise RuntimeError(
+                "batch_norm is not differentiable wrt running_mean and running_var; "
+                "detach them (they are estimates, not inputs of the function)"
+            )
+        x, weight, acc, centred, invstd, xhat = BatchNormFunction._saved(ctx)
+        nd = x.dim()
+        dxhat = torch.zeros_like(xhat)
+        if dx is not None:
+            d = dx.to(acc.dtype)
+            if ctx.training:
+                dims = stats.reduce_axes(nd)
+                dmu = d.mean(dim=dims)
+                dinvstd = -invstd**3 * (centred * d).mean(dim=dims)  # −s³·dσ²/2
+                dxhat = (d - _bcast(dmu, nd)) * _bcast(invstd, nd) + centred * _bcast(dinvstd, nd)
+            else:
+                dxhat = d * _bcast(invstd, nd)
+        dy = dxhat if weight is None else dxhat * _bcast(weight.to(acc.dtype), nd)
+        if dweight is not None:
+            dy = dy + xhat * _bcast(dweight.to(acc.dtype), nd)
+        if dbias is not None:
+            dy = dy + _bcast(dbias.to(acc.dtype), nd)
+        return dy.to(x.dtype)
+
+
+# --- the functional form and the modules ---
+
+
+def _empty_batch(input: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+    """The result for an input with no values, as torch's: empty, and zero gradients for γ, β."""
+    y = input * 1
+    if input.dim() >= 2:
+        if weight is not None:
+            y = y * _bcast(weight, input.dim())
+        if bias is not None:
+            y = y + _bcast(bias, input.dim())
+    return y.to(input.dtype)
+
+
+def _batch_norm(
+    input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
+    weight: Tensor | None, bias: Tensor | None, training: bool, momentum: float, eps: float,
+) -> Tensor:
+    """:func:`batch_norm` on validated arguments (the modules validate once, then call this)."""
+    if input.numel() == 0:
+        return _empty_batch(input, weight, bias)
+    return BatchNormFunction.apply(
+        input, weight, bias, running_mean, running_var, training, momentum, eps
+    )
 
 
 def batch_norm(
@@ -146,23 +234,16 @@ def batch_norm(
         Added to the variance inside the square root.
     """
     check_dtype(input.is_floating_point(), input.dtype)
+    check_running_stats(running_mean is not None, running_var is not None, training)
+    if input.numel() == 0 and input.dim() < 2:  # torch accepts an empty 1-D input as it is
+        return _empty_batch(input, weight, bias)
     lengths = {
         name: None if t is None else t.numel()
-        for name, t in [("weight", weight), ("bias", bias), ("running_mean", running_mean),
-                        ("running_var", running_var)]
+        for name, t in [("running_mean", running_mean), ("running_var", running_var),
+                        ("weight", weight), ("bias", bias)]
     }
     check_input(input.shape, None, eps, training, lengths)
-    if not training and (running_mean is None or running_var is None):
-        raise ValueError("running_mean and running_var are required when training=False")
-    mean_in = None if training else running_mean
-    var_in = None if training else running_var
-    y, mean, var = BatchNormFunction.apply(input, weight, bias, mean_in, var_in, eps, training)
-    if training and running_mean is not None and running_var is not None:
-        with torch.no_grad():
-            unbiased = var * stats.bessel(stats.count_per_channel(input.shape))
-            running_mean.copy_(stats.running_update(running_mean, mean, momentum))
-            running_var.copy_(stats.running_update(running_var, unbiased, momentum))
-    return y
+    return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
 
 
 class _BatchNorm(nn.Module):
@@ -174,6 +255,7 @@ class _BatchNorm(nn.Module):
     ``track_running_stats``; the names match ``torch.nn.BatchNorm*`` so state dicts load both ways.
     """
 
+    _version = 2  # as torch's: version 2 added num_batches_tracked
     _ranks: tuple[int, ...] = ()
 
     def __init__(
@@ -189,12 +271,14 @@ class _BatchNorm(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.num_features = num_features
         self.eps = eps
         self.momentum = momentum
         self.affine = affine
         self.track_running_stats = track_running_stats
+        self.weight: nn.Parameter | None
+        self.bias: nn.Parameter | None
         if affine:
             self.weight = nn.Parameter(torch.ones(num_features, **factory))
             if bias:
@@ -204,6 +288,9 @@ class _BatchNorm(nn.Module):
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
+        self.running_mean: Tensor | None
+        self.running_var: Tensor | None
+        self.num_batches_tracked: Tensor | None
         if track_running_stats:
             self.register_buffer("running_mean", torch.zeros(num_features, **factory))
             self.register_buffer("running_var", torch.ones(num_features, **factory))
@@ -217,9 +304,10 @@ class _BatchNorm(nn.Module):
 
     def reset_running_stats(self) -> None:
         """Running mean 0, running variance 1, no batches tracked."""
-        if self.track_running_stats:
+        if self.running_mean is not None and self.running_var is not None:
             self.running_mean.zero_()
             self.running_var.fill_(1)
+        if self.num_batches_tracked is not None:
             self.num_batches_tracked.zero_()
 
     def reset_parameters(self) -> None:
@@ -237,6 +325,27 @@ class _BatchNorm(nn.Module):
             f"track_running_stats={self.track_running_stats}"
         )
 
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any],
+        strict: bool, missing_keys: list[str], unexpected_keys: list[str], error_msgs: list[str],
+    ) -> None:
+        """Load a state dict of any version; one from before version 2 has no counter.
+
+        As torch does, a missing ``num_batches_tracked`` keeps the module's own counter (a real
+        0 if the module lives on the meta device).
+        """
+        key = prefix + "num_batches_tracked"
+        version = local_metadata.get("version")
+        if (version is None or version < 2) and self.track_running_stats and key not in state_dict:
+            own = self.num_batches_tracked
+            state_dict[key] = (
+                own if own is not None and own.device.type != "meta"
+                else torch.tensor(0, dtype=torch.long)
+            )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
     def forward(self, input: Tensor) -> Tensor:
         """Normalize ``input``, ``(N, C, *spatial)``; in training, update the running estimates."""
         check_rank(input.dim(), self._ranks, type(self).__name__)
@@ -244,11 +353,12 @@ class _BatchNorm(nn.Module):
         check_dtype(input.is_floating_point(), input.dtype)
         check_input(input.shape, self.num_features, self.eps, use_batch_stats)
         factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
-            factor = stats.momentum_factor(self.momentum, int(self.num_batches_tracked))
+            if self.momentum is None:  # the only case that reads the counter on the host
+                factor = stats.momentum_factor(None, int(self.num_batches_tracked))
         track = not self.training or self.track_running_stats
-        return batch_norm(
+        return _batch_norm(
             input,
             self.running_mean if track else None,
             self.running_var if track else None,

@@ -1,18 +1,36 @@
 """Input validation shared by :mod:`bncore.norm.numpy_bn` and :mod:`bncore.norm.torch_bn`.
 
 Both implementations check their inputs at the public boundary with these functions, so a
-bad call fails the same way, with the same message, whichever backend a reader uses.
+bad call fails the same way, with the same message, whichever backend a reader uses. The
+exception types and the first words of each message are torch's (``RuntimeError: running_mean
+should contain 3 elements not 2``, ``ValueError: ... eps must be positive ...``), followed by
+what to change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["BatchNormDTypeError", "check_dtype", "check_eps", "check_input", "check_rank"]
+__all__ = [
+    "BatchNormDTypeError",
+    "ChannelMismatchError",
+    "check_dtype",
+    "check_eps",
+    "check_input",
+    "check_rank",
+    "check_running_stats",
+]
 
 
 class BatchNormDTypeError(TypeError, ValueError):
     """A non-floating input: both a ``TypeError`` and a ``ValueError``, so either catches it."""
+
+
+class ChannelMismatchError(RuntimeError, ValueError):
+    """A per-channel array whose length is not the input's channel count.
+
+    A ``RuntimeError`` as in torch, and a ``ValueError`` as bncore documented before.
+    """
 
 
 def check_rank(ndim: int, allowed: Sequence[int], module: str) -> None:
@@ -40,8 +58,20 @@ def check_eps(eps: float, training: bool) -> None:
     then finite only for eps > 0.
     """
     if eps < 0 or (training and eps == 0):
+        rule = "positive" if training else "non-negative"
         raise ValueError(
-            f"eps must be > 0 (it keeps 1/sqrt(var + eps) finite for constant channels), got {eps}"
+            f"batch_norm eps must be {rule}, but got {eps}; it keeps 1/sqrt(var + eps) finite "
+            "for a channel whose values are all equal (the usual value is 1e-5)"
+        )
+
+
+def check_running_stats(has_mean: bool, has_var: bool, training: bool) -> None:
+    """Raise ``RuntimeError`` when eval mode has no running statistics to normalize with."""
+    if not training and not (has_mean and has_var):
+        missing = "running_mean" if not has_mean else "running_var"
+        raise RuntimeError(
+            f"{missing} must be defined in evaluation mode; pass the running estimates, or "
+            "training=True to normalize with the batch's own statistics"
         )
 
 
@@ -75,23 +105,24 @@ def check_input(
         )
     channels = shape[1]
     if num_features is not None and channels != num_features:
-        raise ValueError(
-            f"channel mismatch: expected {num_features} channels (dim 1), got input of shape "
-            f"{tuple(shape)} with {channels}"
+        raise ChannelMismatchError(
+            f"running_mean should contain {channels} elements not {num_features}: the layer was "
+            f"built for {num_features} channels (dim 1), but the input of shape {tuple(shape)} "
+            f"has {channels}; build it with num_features={channels} or fix the input's layout"
         )
     for name, length in (per_channel or {}).items():
         if length is not None and length != channels:
-            raise ValueError(
-                f"channel mismatch: {name} has {length} entries but the input has {channels} "
-                f"channels (dim 1 of shape {tuple(shape)})"
+            raise ChannelMismatchError(
+                f"{name} should contain {channels} elements not {length}: it needs one entry per "
+                f"channel of the input (dim 1 of shape {tuple(shape)})"
             )
     check_eps(eps, training)
     values_per_channel = shape[0]
     for s in shape[2:]:
         values_per_channel *= s
-    if training and values_per_channel <= 1:
+    if training and values_per_channel == 1:
         raise ValueError(
-            "expected more than 1 value per channel when training, got input of shape "
-            f"{tuple(shape)} (N·∏spatial = {values_per_channel}); a batch variance needs at least "
-            "two values, so use a larger batch or call .eval()"
+            "Expected more than 1 value per channel when training, got input of shape "
+            f"{tuple(shape)} (N·∏spatial = 1); a batch variance needs at least two values, so "
+            "use a larger batch or call .eval()"
         )
