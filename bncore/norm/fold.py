@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeGuard, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -61,6 +61,9 @@ _BN_BY_RANK: dict[int, tuple[type[nn.Module], ...]] = {
     2: (torch_bn.BatchNorm2d, nn.BatchNorm2d),
     3: (torch_bn.BatchNorm3d, nn.BatchNorm3d),
 }
+BatchNormModule = torch_bn._BatchNorm | nn.modules.batchnorm._BatchNorm
+"""A batch-norm layer of :mod:`bncore.norm.torch_bn` or ``torch.nn``."""
+
 _BN_TYPES: tuple[type[nn.Module], ...] = (torch_bn._BatchNorm, nn.modules.batchnorm._BatchNorm)
 _FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -84,12 +87,13 @@ class LinearNormBlock(Protocol):
         ...
 
 
-def is_bn(module: nn.Module) -> bool:
+def is_bn(module: nn.Module) -> TypeGuard[BatchNormModule]:
     """Whether ``module`` is a batch-norm layer of :mod:`bncore.norm.torch_bn` or ``torch.nn``."""
     return isinstance(module, _BN_TYPES)
 
 
-def _check_bn(bn: nn.Module) -> None:
+def _check_bn(bn: nn.Module) -> tuple[BatchNormModule, Tensor, Tensor]:
+    """``bn`` as a batch-norm layer in eval mode, with its running mean and variance."""
     if not is_bn(bn):
         raise TypeError(
             "expected a BatchNorm1d/2d/3d from bncore.norm.torch_bn or torch.nn, got "
@@ -105,6 +109,7 @@ def _check_bn(bn: nn.Module) -> None:
             f"{type(bn).__name__} has no running statistics (track_running_stats=False): it uses "
             "batch statistics in eval mode too, so it cannot be folded"
         )
+    return bn, bn.running_mean, bn.running_var
 
 
 def bn_affine(bn: nn.Module) -> tuple[Tensor, Tensor]:
@@ -112,14 +117,14 @@ def bn_affine(bn: nn.Module) -> tuple[Tensor, Tensor]:
 
     a = γ/√(σ̂² + ε), c = β − a·μ̂ (Ioffe & Szegedy 2015, Alg. 2, step 11); shapes ``(C,)``.
     """
-    _check_bn(bn)
+    bn, running_mean, running_var = _check_bn(bn)
     f64 = torch.float64
     with torch.no_grad():
-        invstd = torch.rsqrt(bn.running_var.to(f64) + bn.eps)
+        invstd = torch.rsqrt(running_var.to(f64) + bn.eps)
         gamma = bn.weight.to(f64) if bn.weight is not None else torch.ones_like(invstd)
         beta = bn.bias.to(f64) if bn.bias is not None else torch.zeros_like(invstd)
         a = gamma * invstd
-        return a, beta - a * bn.running_mean.to(f64)
+        return a, beta - a * running_mean.to(f64)
 
 
 def _spatial_rank(layer: nn.Module) -> int:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -131,9 +131,11 @@ def numerical_gradient(
     if not h > 0:
         raise ValueError(f"numerical_gradient: the step h must be > 0, got {h}")
     is_torch = isinstance(x, Tensor)
-    xc = x.detach().clone().contiguous() if is_torch else np.array(x, copy=True, order="C")
-    flat = xc.view(-1) if is_torch else xc.reshape(-1)  # a view: writes go into xc
-    grad = torch.zeros_like(flat) if is_torch else np.zeros_like(flat)
+    # xc, flat and grad are tensors or arrays like x; the loop below uses what both support
+    xc: Any = x.detach().clone().contiguous() if isinstance(x, Tensor) else np.array(
+        x, copy=True, order="C")
+    flat: Any = xc.view(-1) if is_torch else xc.reshape(-1)  # a view: writes go into xc
+    grad: Any = torch.zeros_like(flat) if is_torch else np.zeros_like(flat)
     ctx = torch.no_grad() if is_torch else contextlib.nullcontext()
     with ctx:
         for i in range(flat.shape[0]):
@@ -226,18 +228,22 @@ def bn_fd_errors(
     if metric not in ("cs231n", "norm"):
         raise ValueError(f"bn_fd_errors: metric must be 'cs231n' or 'norm', got {metric!r}")
     compare = rel_error if metric == "cs231n" else norm_rel_error
+    forward: Callable[[Any, Any, Any], Any]  # (x, γ, β) ↦ y, in the implementation of x's type
+    analytic: Any
     if isinstance(x, Tensor):
 
-        def forward(xx: Tensor, gg: Tensor, bb: Tensor) -> Tensor:
+        def torch_forward(xx: Tensor, gg: Tensor, bb: Tensor) -> Tensor:
             return torch_bn.batch_norm(xx, None, None, gg, bb, True, 0.1, eps)
 
+        forward = torch_forward
         leaves = [t.detach().clone().requires_grad_(True) for t in (x, gamma, beta)]
         analytic = torch.autograd.grad(forward(*leaves), leaves, dy)
     else:
 
-        def forward(xx: np.ndarray, gg: np.ndarray, bb: np.ndarray) -> np.ndarray:
+        def numpy_forward(xx: np.ndarray, gg: np.ndarray, bb: np.ndarray) -> np.ndarray:
             return numpy_bn.batch_norm_forward(xx, gg, bb, eps)[0]
 
+        forward = numpy_forward
         cache = numpy_bn.batch_norm_forward(x, gamma, beta, eps)[1]
         analytic = numpy_bn.batch_norm_backward(dy, cache)
     numeric = (

@@ -149,7 +149,7 @@ def simulate_batch_variance(
     draw, pop_var = draws[distribution]
     mean, sem = np.empty(len(ms_arr)), np.empty(len(ms_arr))
     for i, m in enumerate(ms_arr):
-        x = draw((n_batches, int(m)))  # (K, m): K batches of m values of one channel
+        x = np.asarray(draw((n_batches, int(m))))  # (K, m): K batches of m values of a channel
         mu = x.mean(axis=1, keepdims=True)
         var = np.square(x - mu).mean(axis=1)  # (K,) biased σ_B² of each batch, two-pass
         mean[i] = var.mean()
@@ -184,12 +184,13 @@ def textbook_running_stats(
     factor = momentum if momentum_weights == "new" else 1.0 - momentum  # weight of the batch
     rm: np.ndarray | None = None
     rv: np.ndarray | None = None
-    means, variances = [], []
+    means: list[np.ndarray] = []
+    variances: list[np.ndarray] = []
     for x in batches:
         mu, var = stats.mean_var(np.asarray(x, dtype=np.float64))
         if variance == "unbiased":
             var = var * stats.bessel(stats.count_per_channel(np.shape(x)))
-        if rm is None:
+        if rm is None or rv is None:
             rm, rv = np.full_like(mu, init_mean), np.full_like(var, init_var)
         rm = stats.running_update(rm, mu, factor)
         rv = stats.running_update(rv, var, factor)

@@ -88,7 +88,7 @@ class BatchNormFunction(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         x: Tensor, weight: Tensor | None, bias: Tensor | None, running_mean: Tensor | None,
         running_var: Tensor | None, training: bool, momentum: float, eps: float,
     ) -> Tensor:
@@ -116,8 +116,9 @@ class BatchNormFunction(torch.autograd.Function):
         training, so that the backward is itself differentiable.
         """
         x, weight, *running = ctx.saved_tensors
+        running_mean, running_var = running if running else (None, None)
         acc = x.to(_acc_dtype(x.dtype))
-        mean, _, invstd = _statistics(acc, *(running or (None, None)), ctx.eps, ctx.training)
+        mean, _, invstd = _statistics(acc, running_mean, running_var, ctx.eps, ctx.training)
         centred = acc - _bcast(mean, x.dim())
         return x, weight, acc, centred, invstd, centred * _bcast(invstd, x.dim())
 
@@ -138,7 +139,8 @@ class BatchNormFunction(torch.autograd.Function):
             else:  # eval: a fixed affine map, so the backward is the plain scaling γs
                 dx = g * _bcast(gamma * invstd, x.dim())
             dx = dx.to(x.dtype)
-        dweight = sum_dy_xhat.to(weight.dtype) if ctx.needs_input_grad[1] else None
+        dweight = sum_dy_xhat.to(weight.dtype) if ctx.needs_input_grad[1] and weight is not None \
+            else None
         dbias = sum_dy.to(weight.dtype if weight is not None else dy.dtype)
         return dx, dweight, dbias if ctx.needs_input_grad[2] else None, None, None, None, None, None
 
