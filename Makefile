@@ -43,18 +43,23 @@ unit: $(STAMP)
 test: $(STAMP) lint types
 	$(NBVAL) tests $(NOTEBOOKS) -m "not browser"
 
-# Regenerate the lock after changing a dependency in pyproject.toml.
-lock: $(STAMP)
+# Regenerate the lock after changing a dependency in pyproject.toml (only pip-tools needed, so
+# it works when the old lock no longer installs). Pins that still fit are kept;
+# `make lock LOCKFLAGS=--upgrade` moves every package to its latest allowed release.
+LOCKFLAGS ?=
+lock:
+	test -x $(BIN)/pip-compile || { test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
+		$(BIN)/python -m pip install --quiet -c ci/requirements.lock pip-tools; }
 	$(BIN)/pip-compile --quiet --strip-extras --extra book --extra test -c ci/constraints.txt \
-		--no-emit-find-links --no-emit-index-url -o ci/requirements.lock pyproject.toml
+		--no-emit-find-links --no-emit-index-url $(LOCKFLAGS) -o ci/requirements.lock pyproject.toml
 
 # Executes (nbval, both cores) only the notebooks that `make test` has not just executed in
 # this environment, then builds from the cache; the build executes anything still missing.
 book: $(STAMP)
-	@missing=$$(PYTHONPATH=ci $(BIN)/python ci/nbcache.py prepare $(NOTEBOOKS)); \
+	@missing=$$($(RUN_ENV) $(BIN)/python ci/nbcache.py prepare $(NOTEBOOKS)); \
 	if [ -n "$$missing" ]; then \
 		echo "Executing: $$missing"; \
-		$(NBVAL) $$missing && $(BIN)/python ci/nbcache.py prepare $(NOTEBOOKS) >/dev/null; \
+		$(NBVAL) $$missing && $(RUN_ENV) $(BIN)/python ci/nbcache.py prepare $(NOTEBOOKS) >/dev/null; \
 	else echo "Every notebook was executed in this environment by the last test run."; fi
 	$(RUN_ENV) $(BIN)/jupyter-book build . --builder html -W --keep-going
 	@echo "The book: $(abspath $(HTML))/index.html"

@@ -33,6 +33,8 @@ def _build(tmp_path: Path, page_name: str, write_page) -> subprocess.CompletedPr
     (book / "book").mkdir(parents=True)
     shutil.copy(ROOT / "_config.yml", book / "_config.yml")
     shutil.copytree(ROOT / "book" / "_ext", book / "book" / "_ext")
+    (book / "ci").mkdir()
+    shutil.copy(ROOT / "ci" / "nbcache.py", book / "ci" / "nbcache.py")
     shutil.copytree(ROOT / "book" / "_static", book / "book" / "_static")
     shutil.copy(ROOT / "book" / "references.bib", book / "book" / "references.bib")
     (book / "_toc.yml").write_text(f"format: jb-book\nroot: book/{page_name}\n")
