@@ -1,7 +1,8 @@
 """Drivers and contracts shared by the tests of bncore's batch-norm core.
 
-The test modules import what they need with ``from bn_testing import ...`` (pytest puts
-``tests/`` on ``sys.path``); ``conftest.py`` holds only the session's settings and hooks.
+The test modules import what they need with ``from bn_testing import ...`` (``pythonpath`` in
+pyproject.toml puts ``tests/`` on ``sys.path``); ``conftest.py`` holds only the session's
+settings and hooks.
 Relative errors come from :mod:`bncore.norm.gradcheck` (``rel_error``, ``norm_rel_error``).
 
 - Numbers: :func:`numerical_gradient` (centred differences in place over an array),
@@ -28,7 +29,7 @@ import numpy as np
 import pytest
 import torch
 
-from bncore.norm import numpy_bn, stats, torch_bn
+from bncore.norm import gradcheck, numpy_bn, stats, torch_bn
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -72,21 +73,22 @@ def random_affine(channels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def numerical_gradient(f: Callable[[], float], p: np.ndarray, h: float = 1e-5) -> np.ndarray:
-    """Centred differences (f(p + h·e_i) − f(p − h·e_i)) / 2h of a scalar f, in place over p.
+    """∇f over ``p`` for an ``f`` that reads ``p`` in place (a layer's parameter or input).
 
-    ``f`` reads ``p`` (a float64 array that this function perturbs and restores). The error is
+    The centred differences are :func:`bncore.norm.gradcheck.numerical_gradient`'s; this only
+    writes each probe into ``p``, and restores ``p`` afterwards. The error is
     O(h²·f''') + O(u·|f|/h) ≈ 1e-10 for h = 1e-5 and the O(1) functions used here.
     """
-    grad = np.zeros_like(p)
-    for i in np.ndindex(p.shape):
-        old = p[i]
-        p[i] = old + h
-        f_plus = f()
-        p[i] = old - h
-        f_minus = f()
-        p[i] = old
-        grad[i] = (f_plus - f_minus) / (2 * h)
-    return grad
+    saved = p.copy()
+
+    def at(z: np.ndarray) -> float:
+        p[...] = z
+        return f()
+
+    try:
+        return gradcheck.numerical_gradient(at, saved, h)
+    finally:
+        p[...] = saved
 
 
 def to_numpy(value: Any) -> np.ndarray | None:
