@@ -1,5 +1,5 @@
-"""Landscape probes along the gradient (Santurkar et al. 2018, §3), their traces over training,
-learning-rate sweeps, and BN-layer terms.
+"""Landscape probes along the gradient (Santurkar et al. 2018, §3) and their traces over
+training (bncore.experiments.landscape, landscape_trace).
 """
 
 from __future__ import annotations
@@ -10,12 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bncore.experiments.bn_curvature import bn_layer_terms, smooth_downstream
 from bncore.experiments.data import gaussian_mixture
 from bncore.experiments.landscape import landscape_probe, preserved_state, probe_landscape
 from bncore.experiments.landscape_trace import trace_landscape
-from bncore.experiments.log_ratio import log_ratio_interval
-from bncore.experiments.lr_sweep import lr_sweep
 from bncore.experiments.nets import MLP
 from bncore.experiments.runtime import seed_everything
 from bncore.experiments.train import train
@@ -162,44 +159,6 @@ def test_probe_rejects_bad_step_sizes() -> None:
         landscape_probe([])
 
 
-def test_bn_layer_terms_match_torch_reference_autograd() -> None:
-    gen = torch.Generator().manual_seed(0)
-    m, c = 10, 2
-    y = torch.randn(m, c, generator=gen, dtype=DT) * 2 + 1
-    gamma = torch.tensor([0.7, 1.9], dtype=DT)
-    beta = torch.tensor([0.1, -0.3], dtype=DT)
-    labels = torch.randint(0, 3, (m,), generator=gen)
-    f = smooth_downstream(c, 3, labels, seed=4, dtype=DT)
-    eps = 1e-3
-    t = bn_layer_terms(y, f, gamma, beta, eps)
-
-    def ref(yy: torch.Tensor) -> torch.Tensor:
-        return f(F.batch_norm(yy, None, None, gamma, beta, training=True, eps=eps))
-
-    yy = y.clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(ref(yy), yy)
-    torch.testing.assert_close(t.grad_in, grad)
-    hess = torch.autograd.functional.hessian(ref, y).reshape(m * c, m * c)
-    for j in range(c):
-        d = torch.zeros(m, c, dtype=DT)
-        d[:, j] = grad[:, j]
-        torch.testing.assert_close(t.quad_in[j], d.reshape(-1) @ hess @ d.reshape(-1))
-    torch.testing.assert_close(t.var, y.var(0, unbiased=False))
-    torch.testing.assert_close(t.yhat.mean(0), torch.zeros(c, dtype=DT), atol=1e-12, rtol=0)
-
-
-def test_bn_layer_terms_handles_a_linear_downstream_loss() -> None:
-    # L(z) = ⟨z, c⟩ has zero Hessian: quad_out = 0, and quad_in is BN's own curvature only.
-    gen = torch.Generator().manual_seed(3)
-    y = torch.randn(8, 1, generator=gen, dtype=DT)
-    c = torch.randn(8, 1, generator=gen, dtype=DT)
-    one, zero = torch.ones(1, dtype=DT), torch.zeros(1, dtype=DT)
-    t = bn_layer_terms(y, lambda z: (z * c).sum(), one, zero, 1e-3)
-    torch.testing.assert_close(t.grad_out, c)
-    assert float(t.quad_out.abs().max()) == 0.0
-    assert float(t.quad_in.abs().max()) > 0.0
-
-
 def test_trace_landscape_records_probes_without_changing_training() -> None:
     data = gaussian_mixture(128, 64, 8, 3, seed=0)
     build = lambda: MLP(8, 16, 2, 3, norm="bn")  # noqa: E731
@@ -211,20 +170,3 @@ def test_trace_landscape_records_probes_without_changing_training() -> None:
     seed_everything(1)
     plain = train(build(), data, steps=30, lr=0.1, seed=1, eval_every=0, progress=False)
     assert tr.final_test_acc == plain.final_test_acc  # probes leave the trajectory unchanged
-
-
-def test_lr_sweep_and_log_ratio_interval() -> None:
-    data = gaussian_mixture(128, 64, 8, 3, seed=0, separation=4.0)
-    sw = lr_sweep(lambda: MLP(8, 16, 2, 3, norm="none"), data, [0.05, 1e4], [0, 1], steps=20)
-    assert sw.acc.shape == sw.diverged.shape == (2, 2)
-    assert sw.diverged[:, 1].all() and (sw.acc[:, 1] == 0).all()
-    assert sw.largest_stable_lr() == 0.05
-    np.testing.assert_array_equal(sw.largest_stable_lr(per_seed=True), [0.05, 0.05])
-    # hand computation: ratios 2, 8 → log-mean log 4; sd(log r) = log(4)/√2; t(0.975, 1) = 12.706
-    k, lo, hi = log_ratio_interval([2.0, 8.0], [1.0, 1.0])
-    assert k == pytest.approx(4.0)
-    half = 12.706205 * (np.log(4.0) / np.sqrt(2)) / np.sqrt(2)
-    assert lo == pytest.approx(4.0 * np.exp(-half), rel=1e-5)
-    assert hi == pytest.approx(4.0 * np.exp(half), rel=1e-5)
-    with pytest.raises(ValueError, match="positive"):
-        log_ratio_interval([1.0, -1.0], [1.0, 1.0])

@@ -1,20 +1,13 @@
-"""GDNP on least squares and halfspaces, bisection, and scale-invariant SGD
-(bncore.experiments.gdnp_least_squares, gdnp_halfspace, gdnp_rates, scale_invariant_sgd).
+"""GDNP and GD on least squares: the length–direction reparametrization, ρ and its
+gradient, the rate bound of Kohler et al. (2019) (bncore.experiments.gdnp_least_squares).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from bncore import theory
-from bncore.experiments.gdnp_halfspace import (
-    HalfspaceProblem,
-    bisection,
-    gd_halfspace,
-    gdnp_halfspace,
-)
 from bncore.experiments.gdnp_least_squares import (
     LeastSquaresProblem,
     bn_least_squares_grad_w,
@@ -28,8 +21,6 @@ from bncore.experiments.gdnp_least_squares import (
     rayleigh_quotient,
     spectrum_covariance,
 )
-from bncore.experiments.gdnp_rates import compare_least_squares, compare_on_random_problem
-from bncore.experiments.scale_invariant_sgd import bn_classifier_loss_grad, scale_invariant_sgd
 
 
 @pytest.fixture(scope="module")
@@ -169,17 +160,6 @@ def test_gdnp_and_gd_are_deterministic(data) -> None:
     assert not np.array_equal(data[0], X3)
 
 
-def test_compare_least_squares_reports_consistent_rates() -> None:
-    X, y = make_least_squares_data(n=500, d=6, kappa=10.0, noise=0.3, seed=2)
-    problem = least_squares_from_data(X, y)
-    r = compare_least_squares(problem, np.random.default_rng(0).standard_normal(6), 400)
-    assert r.max_bound_ratio <= 1 + 1e-9
-    assert r.lam1 - 1e-12 <= r.theta1 <= r.lam2 + 1e-12
-    assert r.gdnp_predicted <= r.gd_predicted + 1e-15
-    assert r.gdnp_rate <= r.bound_rate and r.gd_rate <= r.bound_rate + 1e-9
-    assert r.gdnp_iters > 0 and r.gd_iters > 0
-
-
 def test_least_squares_validation() -> None:
     with pytest.raises(ValueError, match="positive definite"):
         LeastSquaresProblem(S=np.diag([1.0, -1.0]), u=np.ones(2), ey2=1.0)
@@ -194,132 +174,3 @@ def test_least_squares_validation() -> None:
         gdnp_least_squares(problem, np.ones(2), 3, factor=-1.0)
     with pytest.raises(ValueError, match="ρ"):
         gdnp_least_squares(problem, np.array([1.0, -1.0]), 3)  # w ⟂ u
-
-
-# --- bisection and halfspaces -------------------------------------------------------------
-
-
-def test_bisection_halves_the_bracket_exactly() -> None:
-    trace = bisection(lambda x: x**3 - 2.0, 0.0, 4.0, 40)
-    np.testing.assert_array_equal(trace.widths[1:] / trace.widths[:-1], 0.5)
-    err = np.abs(trace.midpoints - 2.0 ** (1 / 3))
-    # The midpoint is within half the bracket of the root.
-    assert np.all(err <= trace.widths / 2 * (1 + 1e-12))
-    assert trace.root == pytest.approx(2.0 ** (1 / 3), abs=4.0 / 2**41)
-
-
-def test_bisection_rejects_non_bracketing_interval() -> None:
-    with pytest.raises(ValueError, match="does not bracket"):
-        bisection(lambda x: x + 10.0, 0.0, 1.0, 5)
-    with pytest.raises(ValueError, match="lo < hi"):
-        bisection(lambda x: x, 1.0, 0.0, 5)
-
-
-def _halfspace(seed: int = 0, d: int = 6) -> tuple[HalfspaceProblem, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    Sigma = spectrum_covariance(np.geomspace(1.0, 10.0, d), rng)
-    m = rng.standard_normal(d)
-    m *= 1.5 / np.sqrt(m @ np.linalg.solve(Sigma, m))
-    problem = HalfspaceProblem(m=m, Sigma=Sigma)
-    w0 = rng.standard_normal(d)
-    return problem, (-w0 if problem.margin(w0) > 0 else w0)
-
-
-def test_halfspace_derivatives_match_finite_differences() -> None:
-    problem, w = _halfspace()
-    g, h = 1.3, 1e-6
-    fd_g = (problem.loss(w, g + h) - problem.loss(w, g - h)) / (2 * h)
-    assert problem.dloss_dg(w, g) == pytest.approx(fd_g, rel=1e-7)
-    fd_w = np.array(
-        [(problem.loss(w + h * e, g) - problem.loss(w - h * e, g)) / (2 * h) for e in np.eye(6)]
-    )
-    np.testing.assert_allclose(problem.grad_w(w, g), fd_w, rtol=1e-6, atol=1e-9)
-
-
-def test_gdnp_halfspace_bisection_halves_and_direction_converges() -> None:
-    problem, w0 = _halfspace()
-    trace = gdnp_halfspace(problem, w0, 60, bisection_steps=25)
-    np.testing.assert_array_equal(trace.bisection_width[:, 1:] / trace.bisection_width[:, :-1], 0.5)
-    assert np.all(trace.bisection_error <= trace.bisection_width / 2 * (1 + 1e-9))
-    assert np.all(np.diff(trace.direction_error) <= 0)
-    assert trace.direction_error[-1] < 1e-6 * trace.direction_error[0]
-
-
-def test_gdnp_halfspace_direction_is_least_squares_gdnp() -> None:
-    # The step size divides out the scalar factor of ∇_w f, so the directions coincide.
-    problem, w0 = _halfspace(seed=1)
-    hs = gdnp_halfspace(problem, w0, 40)
-    ls = gdnp_least_squares(LeastSquaresProblem(problem.Sigma, problem.m, 1.0), w0, 40)
-    np.testing.assert_allclose(hs.rho_gap, ls.gap, rtol=1e-8, atol=1e-14)
-
-
-def test_gd_halfspace_gradient_matches_finite_differences() -> None:
-    problem, w0 = _halfspace(seed=2)
-    w0 = w0 / np.sqrt(w0 @ problem.Sigma @ w0)  # ‖w̃‖_Σ = 1
-    step = 0.1
-    trace = gd_halfspace(problem, w0, 1, step=step)
-    grad = (w0 - trace.w) / step
-
-    def f(w: np.ndarray) -> float:
-        return problem.loss(w, float(np.sqrt(w @ problem.Sigma @ w)))
-
-    h = 1e-6
-    fd = np.array([(f(w0 + h * e) - f(w0 - h * e)) / (2 * h) for e in np.eye(6)])
-    np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-9)
-
-
-def test_halfspace_is_deterministic_and_validates() -> None:
-    problem, w0 = _halfspace()
-    a, b = gdnp_halfspace(problem, w0, 10), gdnp_halfspace(problem, w0, 10)
-    np.testing.assert_array_equal(a.bisection_error, b.bisection_error)
-    np.testing.assert_array_equal(a.w, b.w)
-    with pytest.raises(ValueError, match="correct side"):
-        gdnp_halfspace(problem, -w0, 5)
-    with pytest.raises(ValueError, match="non-zero"):
-        HalfspaceProblem(m=np.zeros(2), Sigma=np.eye(2))
-
-
-# --- scale invariance before BN in a network (torch) ----------------------------------------
-
-
-@pytest.fixture(scope="module")
-def classification() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(0)
-    X = torch.randn(96, 8, generator=gen, dtype=torch.float64)
-    y = (X[:, 0] + X[:, 1] > 0).long() + (X[:, 2] > 0.5).long()
-    W = torch.randn(3, 8, generator=gen, dtype=torch.float64)
-    return X, y, W
-
-
-def test_bn_gradient_is_orthogonal_to_w_and_scales_inversely(classification) -> None:
-    X, y, W = classification
-    loss, grad = bn_classifier_loss_grad(W, X, y, gamma=2.0)
-    cos = (W * grad).sum(1) / (W.norm(dim=1) * grad.norm(dim=1))
-    assert cos.abs().max().item() < 1e-10
-    loss5, grad5 = bn_classifier_loss_grad(5.0 * W, X, y, gamma=2.0)
-    assert loss5.item() == pytest.approx(loss.item(), rel=1e-10)
-    torch.testing.assert_close(5.0 * grad5, grad, rtol=1e-9, atol=1e-12)
-
-
-def test_sgd_grows_norms_by_pythagoras_and_scaled_runs_coincide(classification) -> None:
-    X, y, W = classification
-    lr = 0.3
-    tr = scale_invariant_sgd(W, X, y, lr=lr, steps=30, batch_size=32, seed=1, gamma=2.0)
-    growth = tr.row_norms[1:] ** 2 - tr.row_norms[:-1] ** 2
-    np.testing.assert_allclose(growth, lr**2 * tr.grad_norms**2, rtol=1e-8)
-    assert np.all(np.diff(tr.row_norms, axis=0) > 0)
-    a = 4.0
-    tr_a = scale_invariant_sgd(
-        a * W, X, y, lr=lr * a**2, steps=30, batch_size=32, seed=1, gamma=2.0
-    )
-    torch.testing.assert_close(tr_a.W, a * tr.W, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(tr_a.losses, tr.losses, rtol=1e-9)
-    tr_b = scale_invariant_sgd(W, X, y, lr=lr, steps=30, batch_size=32, seed=1, gamma=2.0)
-    torch.testing.assert_close(tr_b.W, tr.W, rtol=0, atol=0)
-
-
-def test_compare_on_random_problem_is_compare_least_squares_on_that_problem():
-    from_grid = compare_on_random_problem(60, seed=3, n=200, d=5, kappa=10.0)
-    X, y = make_least_squares_data(n=200, d=5, kappa=10.0, noise=0.5, seed=3)
-    start = np.random.default_rng(1003).standard_normal(5)
-    assert from_grid == compare_least_squares(least_squares_from_data(X, y), start, 60)
