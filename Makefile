@@ -2,8 +2,9 @@
 PYTHON      ?= python3
 VENV        := .venv
 BIN         := $(VENV)/bin
-# The lock of every version CI uses (`make lock` regenerates it from pyproject.toml and
-# ci/constraints.txt); `make test CONSTRAINTS=` installs the latest releases instead.
+# The lock of every version CI uses, pip and the build backend (setuptools) included: `make lock`
+# regenerates it from pyproject.toml and ci/constraints.txt; bncore itself is built without
+# isolation, with the locked setuptools. `make test CONSTRAINTS=` takes the latest releases.
 CONSTRAINTS ?= ci/requirements.lock
 STAMP       := $(VENV)/.installed
 HTML        := _build/html
@@ -22,8 +23,9 @@ NBVAL     := PYTHONPATH=ci $(PYTEST) -p nbcache --nbval-lax --nbval-cell-timeout
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[book,test]'
+	$(BIN)/python -m pip install --quiet --upgrade $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) pip setuptools
+	$(BIN)/python -m pip install --quiet --no-build-isolation $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) \
+		-e '.[book,test]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (bncore)"
 	touch $@
 
@@ -51,7 +53,8 @@ lock:
 	test -x $(BIN)/pip-compile || { test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
 		$(BIN)/python -m pip install --quiet -c ci/requirements.lock pip-tools; }
 	$(BIN)/pip-compile --quiet --strip-extras --extra book --extra test -c ci/constraints.txt \
-		--no-emit-find-links --no-emit-index-url $(LOCKFLAGS) -o ci/requirements.lock pyproject.toml
+		--allow-unsafe --build-deps-for editable --no-emit-find-links --no-emit-index-url \
+		$(LOCKFLAGS) -o ci/requirements.lock pyproject.toml
 
 # Executes (nbval, both cores) only the notebooks that `make test` has not just executed in
 # this environment, then builds from the cache; the build executes anything still missing.

@@ -94,6 +94,17 @@ def test_lock_satisfies_pyproject_ranges():
         )
 
 
+def test_lock_pins_the_build_backend_and_installer():
+    # make install builds bncore without isolation, with the locked setuptools
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11+")
+    build = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    pins = lock_pins()
+    assert "pip" in pins
+    for name, spec in (_split(r) for r in build):
+        assert name in pins, f"the lock does not pin the build requirement {name}: `make lock`"
+        assert SpecifierSet(spec).contains(pins[name]), f"{name}=={pins[name]} is not {spec}"
+
+
 def test_lock_pins_the_local_cpu_build_of_torch():
     assert lock_pins()["torch"].startswith("2.13.0"), "CI must use the CPU build torch 2.13.0"
 
