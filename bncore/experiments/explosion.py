@@ -193,9 +193,10 @@ def _run_chunk(
     """Forward and backward through a stack of len(seeds) networks; per-seed squared norms."""
     b, n = batch_size, width
     gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
-    opts = {"dtype": dtype, "device": device}
-    x = torch.stack([torch.randn(b, n, generator=g, **opts) for g in gens])  # (S, B, N)
-    readout = torch.stack([torch.randn(b, n, generator=g, **opts) for g in gens])
+    x = torch.stack([torch.randn(b, n, generator=g, dtype=dtype, device=device)
+                     for g in gens])  # (S, B, N)
+    readout = torch.stack([torch.randn(b, n, generator=g, dtype=dtype, device=device)
+                           for g in gens])
     std = weight_scale / math.sqrt(n)
     z = x.requires_grad_(True)
     zs, hs = [z], []
@@ -203,27 +204,27 @@ def _run_chunk(
         u = _bn_stack(z, eps) if normalize else z
         h = _act(activation, u)  # (S, B, N): the layer's input φ(BN(z^{l−1}))
         with torch.no_grad():
-            w = torch.stack([torch.randn(n, n, generator=g, **opts) for g in gens]) * std
+            w = torch.stack([torch.randn(n, n, generator=g, dtype=dtype, device=device)
+                             for g in gens]) * std
         z = torch.bmm(h, w.transpose(1, 2))  # z_b = W h_b for every example b
-        z.retain_grad()
         zs.append(z)
         hs.append(h)
     loss = (readout * z).sum()
-    loss.backward()
+    grads = torch.autograd.grad(loss, zs)  # ∂L/∂z^l for l = 0, …, L
     with torch.no_grad():
-        grad_z = torch.stack([t.grad.square().sum(dim=(1, 2)) for t in zs], dim=1)
+        grad_z = torch.stack([g.square().sum(dim=(1, 2)) for g in grads], dim=1)
         # ∂L/∂W^l = Σ_b g_b h_bᵀ, so ‖∂L/∂W^l‖_F² = Σ_{b,b'} (g gᵀ)_{bb'} (h hᵀ)_{bb'}: B×B Grams.
         grad_w = torch.stack(
             [
-                (torch.bmm(g.grad, g.grad.transpose(1, 2)) * torch.bmm(h, h.transpose(1, 2)))
+                (torch.bmm(g, g.transpose(1, 2)) * torch.bmm(h, h.transpose(1, 2)))
                 .sum(dim=(1, 2))
-                for g, h in zip(zs[1:], hs, strict=True)
+                for g, h in zip(grads[1:], hs, strict=True)
             ],
             dim=1,
         )
         act_var = torch.stack([t.var(dim=1, unbiased=False).mean(dim=1) for t in zs], dim=1)
-    grad_z, grad_w, act_var = (t.double().cpu().numpy() for t in (grad_z, grad_w, act_var))
-    return grad_z, grad_w, act_var
+    return (grad_z.double().cpu().numpy(), grad_w.double().cpu().numpy(),
+            act_var.double().cpu().numpy())
 
 
 def simulate(
