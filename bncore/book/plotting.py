@@ -135,6 +135,7 @@ def lr_sweep_figure(sweeps: dict[str, LRSweep], *, threshold: float | None = Non
         if s_idx.size:
             ax.plot(sw.lrs[l_idx], np.zeros(l_idx.size), "x", color=color, markersize=6)
         best = sw.largest_stable_lr()
+        assert isinstance(best, float)  # without per_seed it is one rate, a float
         if np.isfinite(best):
             ax.axvline(best, color=color, linestyle=":", linewidth=1.2)
     level = threshold if threshold is not None else next(iter(sweeps.values())).threshold
@@ -163,7 +164,14 @@ def draw_landscape_run(ax: Axes, trace: ProbeTrace, norm: str) -> Figure:
         ax.plot(trace.last_step, 0.93, "x", color=color, markersize=8, mew=2,
                 transform=ax.get_xaxis_transform(), clip_on=False)
     ax.set_yscale("log")
-    return ax.figure
+    return _figure_of(ax)
+
+
+def _figure_of(ax: Axes) -> Figure:
+    """The figure ``ax`` is on; the book's panels are drawn on axes of a Figure, not a SubFigure."""
+    fig = ax.figure
+    assert isinstance(fig, Figure), "expected axes of a Figure, not of a SubFigure"
+    return fig
 
 
 __all__ += ["draw_landscape_run", "landscape_figure", "lr_sweep_figure"]
@@ -195,7 +203,7 @@ def draw_stream_variance(
     ax.set_ylim(min(0.5, 0.8 * float(q.min())), max(2.0, 1.25 * float(q.max())))
     ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
     ax.set_xlabel("block ℓ")
-    return ax.figure
+    return _figure_of(ax)
 
 
 __all__ += ["draw_stream_variance"]
@@ -252,7 +260,7 @@ def draw_gradient_profile(ax: Axes, profile: GradientProfile) -> Figure:
         text += f"\ntheory (ε→0) λ = {theory:.3f}"
     ax.text(0.97, 0.95, text, transform=ax.transAxes, ha="right", va="top", fontsize=8)
     ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
-    return ax.figure
+    return _figure_of(ax)
 
 
 __all__ += ["ACTIVATION_COLORS", "draw_gradient_profile", "plot_gradient_profile"]

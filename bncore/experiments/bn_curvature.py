@@ -23,11 +23,13 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, TypeGuard
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bncore.experiments.nets import is_block_net
 from bncore.norm.torch_bn import batch_norm, mean_var
 
 __all__ = [
@@ -175,6 +177,17 @@ def random_bn_instance(
     return bn_layer_terms(y, lambda z: 3.0 * f(z), gamma, beta, eps), gamma
 
 
+class _AffineNorm(Protocol):
+    """A normalization layer with an ``eps`` and an affine ``weight`` (γ) and ``bias`` (β)."""
+
+    weight: Tensor
+    bias: Tensor
+    eps: float
+
+
+def _is_affine_norm(norm: nn.Module) -> TypeGuard[_AffineNorm]:
+    return hasattr(norm, "eps") and getattr(norm, "weight", None) is not None
+
 
 def network_bn_layer_terms(
     model: nn.Module, xb: Tensor, yb: Tensor, layer: int
@@ -193,8 +206,9 @@ def network_bn_layer_terms(
     if not 0 <= layer < len(blocks):
         raise ValueError(f"layer must be in [0, {len(blocks)}), got {layer}")
     net = copy.deepcopy(model).double().train()
+    assert is_block_net(net)  # a copy of the model, whose .blocks and .head were checked above
     norm = net.blocks[layer].norm
-    if not hasattr(norm, "eps") or getattr(norm, "weight", None) is None:
+    if not _is_affine_norm(norm):
         raise ValueError(f"block {layer}'s norm is not an affine batch norm: {norm}")
     with torch.no_grad():
         h = xb.double().flatten(1)

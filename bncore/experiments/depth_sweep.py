@@ -46,10 +46,16 @@ def mlp_weight_grad_sq(model: MLP, x: Tensor, y: Tensor) -> np.ndarray:
     with probe_mode(model):
         model.zero_grad(set_to_none=True)
         loss_fn(model(x), y).backward()
-        sq = np.array([float(b.linear.weight.grad.square().sum()) for b in model.blocks])
+        sq = np.array([float(_grad(b.linear.weight).square().sum()) for b in model.blocks])
         model.zero_grad(set_to_none=True)
     model.train(was_training)
     return sq
+
+
+def _grad(t: Tensor) -> Tensor:
+    """``t.grad``, which the backward pass through every block has just filled."""
+    assert t.grad is not None
+    return t.grad
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 import numpy as np
 import torch
@@ -75,9 +76,18 @@ def layer_moments(z: Tensor) -> tuple[np.ndarray, np.ndarray]:
     return z.mean(dim=dims).cpu().numpy(), z.std(dim=dims, correction=0).cpu().numpy()
 
 
+class _CollectsPre(Protocol):
+    """A network with ``forward_collect(x) -> (logits, pre_activations)``: an MLP or ConvNet."""
+
+    def forward_collect(self, x: Tensor) -> tuple[Tensor, list[Tensor]]: ...
+
+
 def _pre_activations(model: nn.Module, x: Tensor) -> list[Tensor]:
+    # Duck typed: the probes are documented for the networks of bncore.experiments.nets, and
+    # a model without forward_collect fails with the AttributeError it always did.
+    net = cast(_CollectsPre, model)
     with probe_mode(model), torch.no_grad():
-        _, pre = model.forward_collect(x)
+        _, pre = net.forward_collect(x)
     return pre
 
 
@@ -121,6 +131,7 @@ def noise_probe() -> Callable[[nn.Module, Tensor, Tensor, int], list[tuple[np.nd
         out = []
         for m in model.modules():
             if isinstance(m, NoisyBatchNorm) and m.last_shift is not None:
+                assert m.last_scale is not None  # draw_noise sets shift and scale together
                 out.append((m.last_shift.numpy().copy(), m.last_scale.numpy().copy()))
         return out
 

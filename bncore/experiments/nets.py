@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeGuard, TypeVar, cast, overload
 
 import torch
 from torch import Tensor, nn
@@ -40,8 +40,10 @@ __all__ = [
     "MLP",
     "NORMS",
     "Block",
+    "BlockNet",
     "ConvNet",
     "NoisyBatchNorm",
+    "is_block_net",
     "layer_groups",
     "layer_weights",
     "make_activation",
@@ -138,6 +140,7 @@ class NoisyBatchNorm(nn.Module):
         if self.resample or self.last_shift is None:
             shift, scale = self.draw_noise()
         else:
+            assert self.last_scale is not None  # draw_noise sets shift and scale together
             shift, scale = self.last_shift, self.last_scale
         shape = (1, -1) + (1,) * (x.dim() - 2)
         scale = scale.to(device=y.device, dtype=y.dtype).reshape(shape)
@@ -211,8 +214,17 @@ class Block(nn.Module):
     or an ``nn.Conv2d`` (ConvNet), ``pool`` is ``nn.Identity`` unless the ConvNet downsamples.
     """
 
+    linear: nn.Linear | nn.Conv2d
+    norm: nn.Module
+    act: nn.Module
+    pool: nn.Module
+
     def __init__(
-        self, linear: nn.Module, norm: nn.Module, act: nn.Module, pool: nn.Module | None = None
+        self,
+        linear: nn.Linear | nn.Conv2d,
+        norm: nn.Module,
+        act: nn.Module,
+        pool: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.linear = linear
@@ -239,11 +251,49 @@ def _norm_kwargs(
     return kw
 
 
+_M = TypeVar("_M", bound=nn.Module)
+
+if TYPE_CHECKING:
+
+    class ModuleListOf(nn.ModuleList, Generic[_M]):
+        """For the type checker only: an ``nn.ModuleList`` whose items are all ``_M``.
+
+        torch's ``ModuleList`` is not generic; the networks here (:class:`MLP`,
+        :class:`ConvNet`, :class:`bncore.experiments.resnets.ResNet`) fill theirs with one kind
+        of block, and this view lets their users see that.
+        """
+
+        def __iter__(self) -> Iterator[_M]: ...
+
+        @overload
+        def __getitem__(self, idx: slice) -> ModuleListOf[_M]: ...
+
+        @overload
+        def __getitem__(self, idx: int) -> _M: ...
+
+        def __getitem__(self, idx: int | slice) -> _M | ModuleListOf[_M]: ...
+
+
+class BlockNet(Protocol):
+    """What :func:`layer_weights`, :func:`layer_groups` and
+    :func:`bncore.experiments.bn_curvature.network_bn_layer_terms` read of a network (duck
+    typed; :class:`MLP` and :class:`ConvNet` have it): ``.blocks`` and ``.head``.
+    """
+
+    blocks: ModuleListOf[Block]
+    head: nn.Linear
+
+
+def is_block_net(model: object) -> TypeGuard[BlockNet]:
+    """Whether ``model`` has ``.blocks`` and ``.head`` (the check of :func:`layer_weights`)."""
+    return hasattr(model, "blocks") and hasattr(model, "head")
+
+
 class _Net(nn.Module):
     """Shared forward of :class:`MLP` and :class:`ConvNet`."""
 
-    blocks: nn.ModuleList
-    head: nn.Module
+    blocks: ModuleListOf[Block]
+    head: nn.Linear
 
     def _flatten_for_head(self, h: Tensor) -> Tensor:
         return h
@@ -316,7 +366,7 @@ class MLP(_Net):
             _init_layer(lin, init, activation, weight_std)
             norm_layer = make_norm(norm, width, 1, **_norm_kwargs(norm, i, norm_kw, noise))
             blocks.append(Block(lin, norm_layer, make_activation(activation)))
-        self.blocks = nn.ModuleList(blocks)
+        self.blocks = cast("ModuleListOf[Block]", nn.ModuleList(blocks))  # holds only Block
         self.head = nn.Linear(width if depth else in_dim, out_dim, bias=bias)
         _init_layer(self.head, init, "linear", weight_std)
 
@@ -369,7 +419,7 @@ class ConvNet(_Net):
             pool = nn.MaxPool2d(2) if i < len(channels) - 1 else nn.Identity()
             blocks.append(Block(conv, norm_layer, make_activation(activation), pool))
             c_in = c
-        self.blocks = nn.ModuleList(blocks)
+        self.blocks = cast("ModuleListOf[Block]", nn.ModuleList(blocks))  # holds only Block
         self.head = nn.Linear(c_in, num_classes, bias=bias)
         _init_layer(self.head, init, "linear", weight_std)
 
@@ -384,14 +434,14 @@ class ConvNet(_Net):
 
 def layer_weights(model: nn.Module) -> list[Tensor]:
     """The weight of each layer in order: every block's ``linear.weight``, then ``head.weight``."""
-    if not hasattr(model, "blocks") or not hasattr(model, "head"):
+    if not is_block_net(model):
         raise TypeError("layer_weights: the model needs .blocks and .head (an MLP or ConvNet)")
     return [b.linear.weight for b in model.blocks] + [model.head.weight]
 
 
 def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
     """All parameters of each layer in order (block i: linear, norm γ/β; then the head)."""
-    if not hasattr(model, "blocks") or not hasattr(model, "head"):
+    if not is_block_net(model):
         raise TypeError("layer_groups: the model needs .blocks and .head (an MLP or ConvNet)")
     return [list(b.parameters()) for b in model.blocks] + [list(model.head.parameters())]
 

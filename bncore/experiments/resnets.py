@@ -37,12 +37,16 @@ conv net exactly (with zero padding the border pixels see fewer inputs).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bncore.experiments.nets import make_norm
+
+if TYPE_CHECKING:
+    from bncore.experiments.nets import ModuleListOf
 
 __all__ = [
     "RELU_WS_GAIN",
@@ -245,9 +249,13 @@ class ResNet(nn.Module):
                                 nn.Conv2d(in_features, width, 3, padding=1,
                                           padding_mode="circular", bias=False))
         nn.init.kaiming_normal_(self.stem.weight, mode="fan_in", nonlinearity="linear")
-        self.blocks = nn.ModuleList(
-            ResidualBlock(width, variant, dims=dims, index=i + 1, num_blocks=depth, alpha=alpha)
-            for i in range(depth)
+        self.blocks = cast(  # holds only ResidualBlock
+            "ModuleListOf[ResidualBlock]",
+            nn.ModuleList(
+                ResidualBlock(width, variant, dims=dims, index=i + 1, num_blocks=depth,
+                              alpha=alpha)
+                for i in range(depth)
+            ),
         )
         self.final_norm: nn.Module = _bn(width, dims) if variant == "bn" else nn.Identity()
         self.head = nn.Linear(width, num_classes)

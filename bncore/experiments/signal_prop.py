@@ -159,6 +159,12 @@ class GradientProfileRes:
     grad_x_sq: np.ndarray
 
 
+def _grad(t: Tensor) -> Tensor:
+    """``t.grad``, which the backward pass from the last stream has just filled."""
+    assert t.grad is not None
+    return t.grad
+
+
 def gradient_profile(
     seeds: list[int] | range,
     *,
@@ -188,8 +194,8 @@ def gradient_profile(
         for t in streams:
             t.retain_grad()
         (readout * streams[-1]).sum().backward()
-        gw.append([float(w.grad.double().square().sum()) for w in branch_weights(model)])
-        gx.append([float(t.grad.double().square().sum()) for t in streams])
+        gw.append([float(_grad(w).double().square().sum()) for w in branch_weights(model)])
+        gx.append([float(_grad(t).double().square().sum()) for t in streams])
     return GradientProfileRes(grad_w_sq=np.array(gw), grad_x_sq=np.array(gx))
 
 
