@@ -18,8 +18,9 @@ The backward is the compact form
     \qquad \delta_i = \partial\ell/\partial y_i .
 
 The computation is written as the phases of :mod:`bncore.norm.torch_phases`, with the same
-names: statistics (:func:`bncore.norm.stats.mean_var`) → :func:`normalize` →
-:func:`update_running`, and :func:`backward_reduce` → :func:`backward_elemt`.
+names and the reduction axes as a parameter (``axes`` here, ``dims`` there): statistics
+(:func:`mean_var`, which is :func:`bncore.norm.stats.mean_var`, and :func:`invstd`) →
+:func:`normalize` → :func:`update_running`, and :func:`backward_reduce` → :func:`backward_elemt`.
 
 NaN or Inf in a channel's input makes that channel's statistics, output and gradient NaN (as in
 torch); other channels are unaffected. Nothing is masked or repaired. An input with no values
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bncore.norm import stats
+from bncore.norm.stats import mean_var
 from bncore.norm.validate import check_dtype, check_input
 
 __all__ = [
@@ -44,6 +46,9 @@ __all__ = [
     "batch_norm_backward_graph",
     "batch_norm_forward",
     "batch_norm_inference",
+    "expand",
+    "invstd",
+    "mean_var",
     "normalize",
     "update_running",
 ]
@@ -66,7 +71,7 @@ class BNCache:
     @property
     def invstd(self) -> np.ndarray:
         """1/√(σ_B² + ε), shape ``(C,)``."""
-        return 1.0 / np.sqrt(self.var + self.eps)
+        return invstd(self.var, self.eps)
 
     @property
     def m(self) -> int:
@@ -76,32 +81,33 @@ class BNCache:
 
 def _bcast(v: np.ndarray, ndim: int) -> np.ndarray:
     """Reshape a per-channel vector ``(C,)`` to ``(1, C, 1, ...)`` for broadcasting."""
-    return v.reshape((1, -1) + (1,) * (ndim - 2))
+    return np.asarray(v).reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def expand(stat: np.ndarray, ndim: int, axes: tuple[int, ...] | None = None) -> np.ndarray:
+    """A statistic reduced over ``axes`` with those axes put back as size 1, to broadcast on x.
+
+    Per channel (the default, batch norm's axes), ``(C,)`` becomes ``(1, C, 1, …)``.
+    """
+    axes = stats.reduce_axes(ndim) if axes is None else axes
+    return np.expand_dims(stat, tuple(sorted(axes)))
+
+
+def invstd(var: np.ndarray, eps: float) -> np.ndarray:
+    """Statistics phase, its last step: s = 1/√(σ² + ε), elementwise."""
+    return 1.0 / np.sqrt(var + eps)
 
 
 def normalize(
-    x: np.ndarray, mean: np.ndarray, invstd: np.ndarray, gamma: np.ndarray, beta: np.ndarray
+    x: np.ndarray, mean: np.ndarray, invstd: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
+    axes: tuple[int, ...] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Elementwise phase: x̂ = (x − μ)·s and y = γ·x̂ + β, per channel; returns ``(y, x̂)``."""
-    xhat = (x - _bcast(mean, x.ndim)) * _bcast(invstd, x.ndim)
+    """Elementwise phase: x̂ = (x − μ)·s and y = γ·x̂ + β; returns ``(y, x̂)``.
+
+    μ and s are reduced over ``axes`` (per channel by default); γ and β are per channel.
+    """
+    xhat = (x - expand(mean, x.ndim, axes)) * expand(invstd, x.ndim, axes)
     return _bcast(gamma, x.ndim) * xhat + _bcast(beta, x.ndim), xhat
-
-
-def backward_reduce(dy: np.ndarray, xhat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Backward reduction phase: Σδ and Σδ·x̂ per channel (also dβ and dγ)."""
-    axes = stats.reduce_axes(dy.ndim)
-    return dy.sum(axis=axes), (dy * xhat).sum(axis=axes)
-
-
-def backward_elemt(
-    dy: np.ndarray, xhat: np.ndarray, invstd: np.ndarray, gamma: np.ndarray,
-    sum_dy: np.ndarray, sum_dy_xhat: np.ndarray, count: int,
-) -> np.ndarray:
-    """Backward elementwise phase: dx = γs/m·(m·δ − Σδ − x̂·Σδx̂), from the reduced sums."""
-    nd = dy.ndim
-    return _bcast(gamma * invstd / count, nd) * (
-        count * dy - _bcast(sum_dy, nd) - xhat * _bcast(sum_dy_xhat, nd)
-    )
 
 
 def update_running(
@@ -115,6 +121,28 @@ def update_running(
     unbiased = var * stats.bessel(count)
     return (stats.running_update(running_mean, mean, momentum),
             stats.running_update(running_var, unbiased, momentum))
+
+
+def backward_reduce(
+    dy: np.ndarray, xhat: np.ndarray, axes: tuple[int, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Backward reduction phase: Σδ and Σδ·x̂ over ``axes`` (per channel, they are dβ and dγ)."""
+    axes = stats.reduce_axes(dy.ndim) if axes is None else axes
+    return dy.sum(axis=axes), (dy * xhat).sum(axis=axes)
+
+
+def backward_elemt(
+    dy: np.ndarray, xhat: np.ndarray, invstd: np.ndarray, gamma: np.ndarray,
+    sum_dy: np.ndarray, sum_dy_xhat: np.ndarray, count: int,
+    axes: tuple[int, ...] | None = None,
+) -> np.ndarray:
+    """Backward elementwise phase: dx = γs/m·(m·δ − Σδ − x̂·Σδx̂), from the reduced sums.
+
+    ``count`` is m, the number of values in each reduction set.
+    """
+    nd = dy.ndim
+    scale = _bcast(gamma, nd) * expand(invstd / count, nd, axes)
+    return scale * (count * dy - expand(sum_dy, nd, axes) - xhat * expand(sum_dy_xhat, nd, axes))
 
 
 def _check_x(x: np.ndarray, gamma: np.ndarray | None, eps: float, training: bool, **more) -> None:
@@ -154,8 +182,8 @@ def _forward(
     x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float
 ) -> tuple[np.ndarray, BNCache]:
     """:func:`batch_norm_forward` on validated arguments: statistics → normalize."""
-    mean, var = stats.mean_var(x)  # (C,), (C,), two-pass, biased
-    y, xhat = normalize(x, mean, 1.0 / np.sqrt(var + eps), gamma, beta)
+    mean, var = mean_var(x)  # (C,), (C,), two-pass, biased
+    y, xhat = normalize(x, mean, invstd(var, eps), gamma, beta)
     cache = BNCache(x=x, xhat=xhat, mean=mean, var=var, gamma=np.asarray(gamma), eps=eps)
     return y.astype(x.dtype, copy=False), cache
 
@@ -215,8 +243,8 @@ def batch_norm_inference(
     """
     _check_x(x, gamma, eps, False, beta=beta, running_mean=running_mean, running_var=running_var)
     nd = x.ndim
-    invstd = 1.0 / np.sqrt(np.asarray(running_var) + eps)
-    y = _bcast(gamma * invstd, nd) * (x - _bcast(running_mean, nd)) + _bcast(beta, nd)
+    s = invstd(np.asarray(running_var), eps)
+    y = _bcast(gamma * s, nd) * (x - _bcast(running_mean, nd)) + _bcast(beta, nd)
     return y.astype(x.dtype, copy=False)
 
 
@@ -288,7 +316,9 @@ class BatchNorm:
         """Normalize ``x: (N, C, *spatial)``; in training, update the running estimates."""
         use_batch_stats = self.training or self.running_mean is None
         check_dtype(np.issubdtype(np.asarray(x).dtype, np.floating), np.asarray(x).dtype)
-        check_input(x.shape, self.num_features, self.eps, use_batch_stats)
+        first = "running_mean" if self.running_mean is not None else "weight" if self.affine \
+            else None
+        check_input(x.shape, self.num_features, self.eps, use_batch_stats, None, first)
         gamma, beta = self._gamma_beta()
         if self.training and self.num_batches_tracked is not None:
             self.num_batches_tracked += 1
@@ -297,9 +327,9 @@ class BatchNorm:
             return x.copy()
         if not use_batch_stats:
             assert self.running_mean is not None and self.running_var is not None
-            invstd = 1.0 / np.sqrt(self.running_var + self.eps)
-            y, xhat = normalize(x, self.running_mean, invstd, gamma, beta)
-            self._cache, self._eval_cache = None, (xhat, gamma * invstd)
+            s = invstd(self.running_var, self.eps)
+            y, xhat = normalize(x, self.running_mean, s, gamma, beta)
+            self._cache, self._eval_cache = None, (xhat, gamma * s)
             return y.astype(x.dtype, copy=False)
         y, self._cache = _forward(x, gamma, beta, self.eps)
         self._eval_cache = None

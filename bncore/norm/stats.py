@@ -46,9 +46,14 @@ def reduce_axes(ndim: int) -> tuple[int, ...]:
     return (0, *range(2, ndim))
 
 
-def count_per_channel(shape: Sequence[int]) -> int:
-    """The count m = N·∏spatial, the number of values each channel's statistics are taken over."""
-    return shape[0] * math.prod(shape[2:])
+def count_per_channel(shape: Sequence[int], axes: Sequence[int] | None = None) -> int:
+    """The count m = N·∏spatial, the number of values each channel's statistics are taken over.
+
+    With ``axes``, the number of values in each reduction set: the product of those axes' sizes.
+    """
+    if axes is None:
+        return shape[0] * math.prod(shape[2:])
+    return math.prod(shape[a] for a in axes)
 
 
 def bessel(m: int) -> float:
@@ -81,17 +86,21 @@ def _acc_dtype(dtype: np.dtype) -> np.dtype:
     return np.result_type(dtype, np.float32)
 
 
-def mean_var(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def mean_var(
+    x: np.ndarray, axes: tuple[int, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean μ_B and *biased* variance σ_B² = (1/m)Σ(x−μ_B)², by two passes.
 
     The second pass subtracts the mean before squaring, so the result keeps its accuracy when
-    ``|μ| ≫ σ``, where :func:`naive_mean_var` fails. Returns two arrays of shape ``(C,)``.
+    ``|μ| ≫ σ``, where :func:`naive_mean_var` fails. Returns two arrays of shape ``(C,)``; with
+    other reduction ``axes`` (batch norm's, all but axis 1, by default), the shape of ``x``
+    without them.
     """
-    axes = reduce_axes(x.ndim)
+    axes = reduce_axes(x.ndim) if axes is None else axes
     xa = x.astype(_acc_dtype(x.dtype), copy=False)
     mean = xa.mean(axis=axes, keepdims=True)
     var = np.square(xa - mean).mean(axis=axes)
-    return mean.reshape(-1), var
+    return mean.squeeze(axis=axes), var
 
 
 def naive_mean_var(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

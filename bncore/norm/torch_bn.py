@@ -41,6 +41,8 @@ from bncore.norm.torch_phases import (
     _bcast,
     backward_elemt,
     backward_reduce,
+    expand,
+    invstd,
     mean_var,
     normalize,
     update_running,
@@ -55,6 +57,8 @@ __all__ = [
     "backward_elemt",
     "backward_reduce",
     "batch_norm",
+    "expand",
+    "invstd",
     "mean_var",
     "normalize",
     "update_running",
@@ -72,7 +76,7 @@ def _statistics(
         mean, var = mean_var(acc)
     else:
         mean, var = mean.to(acc.dtype), var.to(acc.dtype)
-    return mean, var, torch.rsqrt(var + eps)
+    return mean, var, invstd(var, eps)
 
 
 class BatchNormFunction(torch.autograd.Function):
@@ -111,33 +115,27 @@ class BatchNormFunction(torch.autograd.Function):
         ctx.set_materialize_grads(False)  # a tangent left undefined stays None in jvp
 
     @staticmethod
-    def _saved(ctx: Any) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor, Tensor]:
-        """(x, γ, x in the accumulation dtype, x − μ, s, x̂), μ and s recomputed from x in
-        training, so that the backward is itself differentiable.
+    def _saved(ctx: Any) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor]:
+        """(x, γ, x in the accumulation dtype, s, x̂), μ and s recomputed from x in training, so
+        that the backward is itself differentiable.
         """
         x, weight, *running = ctx.saved_tensors
         running_mean, running_var = running if running else (None, None)
         acc = x.to(_acc_dtype(x.dtype))
-        mean, _, invstd = _statistics(acc, running_mean, running_var, ctx.eps, ctx.training)
-        centred = acc - _bcast(mean, x.dim())
-        return x, weight, acc, centred, invstd, centred * _bcast(invstd, x.dim())
+        mean, _, s = _statistics(acc, running_mean, running_var, ctx.eps, ctx.training)
+        return x, weight, acc, s, normalize(acc, mean, s, None, None)
 
     @staticmethod
     def backward(ctx: Any, dy: Tensor | None) -> tuple[Any, ...]:
         """Gradients: dx by the phases (training) or the scaling γs (eval), dγ = Σδx̂, dβ = Σδ."""
         if dy is None:  # the output's gradient is undefined (not materialized): so are these
             return (None,) * 8
-        x, weight, acc, _, invstd, xhat = BatchNormFunction._saved(ctx)
+        x, weight, acc, s, xhat = BatchNormFunction._saved(ctx)
         g = dy.to(acc.dtype)
-        gamma = weight.to(acc.dtype) if weight is not None else torch.ones_like(invstd)
         sum_dy, sum_dy_xhat = backward_reduce(g, xhat)
         dx = None
         if ctx.needs_input_grad[0]:
-            if ctx.training:
-                m = stats.count_per_channel(x.shape)
-                dx = backward_elemt(g, xhat, invstd, gamma, sum_dy, sum_dy_xhat, m)
-            else:  # eval: a fixed affine map, so the backward is the plain scaling γs
-                dx = g * _bcast(gamma * invstd, x.dim())
+            dx = _input_derivative(g, xhat, s, weight, ctx.training, sum_dy, sum_dy_xhat)
             dx = dx.to(x.dtype)
         dweight = sum_dy_xhat.to(weight.dtype) if ctx.needs_input_grad[1] and weight is not None \
             else None
@@ -149,34 +147,44 @@ class BatchNormFunction(torch.autograd.Function):
         ctx: Any, dx: Tensor | None, dweight: Tensor | None, dbias: Tensor | None,
         dmean: Tensor | None, dvar: Tensor | None, *_: Any,
     ) -> Tensor:
-        """Forward mode: dy = dγ·x̂ + γ·dx̂ + dβ.
+        """Forward mode: dy = γ·dx̂ + dγ·x̂ + dβ.
 
-        In training dμ = mean(dx) and dσ² = 2·mean((x − μ)·dx), so ds = −s³·dσ²/2 and
-        dx̂ = (dx − dμ)·s + (x − μ)·ds; in eval the statistics are constants and dx̂ = dx·s.
+        The Jacobian of x ↦ x̂ is symmetric (s/m·(m·I − 11ᵀ − x̂x̂ᵀ) per channel in training, s·I
+        in eval), so dx̂ is the backward's phases applied to the tangent dx: the forward and the
+        reverse mode share one formula.
         """
-        if dx is not None and (dmean is not None or dvar is not None):  # as torch's rule
+        tangents = (dx, dweight, dbias)
+        if not ctx.training and (dmean is not None or dvar is not None) \
+                and any(t is not None for t in tangents):  # torch's rule, and its message
             raise RuntimeError(
-                "batch_norm is not differentiable wrt running_mean and running_var; "
-                "detach them (they are estimates, not inputs of the function)"
+                "batch_norm is not differentiable wrt running_mean and running_var, they cannot "
+                "have forward grad defined; detach them (running estimates are constants of "
+                "eval mode; in training their tangents are ignored)"
             )
-        x, weight, acc, centred, invstd, xhat = BatchNormFunction._saved(ctx)
-        nd = x.dim()
-        dxhat = torch.zeros_like(xhat)
+        x, weight, acc, s, xhat = BatchNormFunction._saved(ctx)
+        dy = torch.zeros_like(xhat)
         if dx is not None:
             d = dx.to(acc.dtype)
-            if ctx.training:
-                dims = stats.reduce_axes(nd)
-                dmu = d.mean(dim=dims)
-                dinvstd = -invstd**3 * (centred * d).mean(dim=dims)  # −s³·dσ²/2
-                dxhat = (d - _bcast(dmu, nd)) * _bcast(invstd, nd) + centred * _bcast(dinvstd, nd)
-            else:
-                dxhat = d * _bcast(invstd, nd)
-        dy = dxhat if weight is None else dxhat * _bcast(weight.to(acc.dtype), nd)
+            dy = _input_derivative(d, xhat, s, weight, ctx.training, *backward_reduce(d, xhat))
         if dweight is not None:
-            dy = dy + xhat * _bcast(dweight.to(acc.dtype), nd)
+            dy = dy + xhat * _bcast(dweight.to(acc.dtype), x.dim())
         if dbias is not None:
-            dy = dy + _bcast(dbias.to(acc.dtype), nd)
+            dy = dy + _bcast(dbias.to(acc.dtype), x.dim())
         return dy.to(x.dtype)
+
+
+def _input_derivative(
+    v: Tensor, xhat: Tensor, s: Tensor, weight: Tensor | None, training: bool, sum_v: Tensor,
+    sum_v_xhat: Tensor,
+) -> Tensor:
+    """The input Jacobian (symmetric) times ``v``: the backward elementwise phase in training,
+    the scaling γs in eval (a fixed affine map).
+    """
+    if training:
+        return backward_elemt(v, xhat, s, weight, sum_v, sum_v_xhat,
+                              stats.count_per_channel(v.shape))
+    scale = s if weight is None else s * weight.to(s.dtype)
+    return v * expand(scale, v.dim())
 
 
 # --- the functional form and the modules ---
@@ -352,24 +360,18 @@ class _BatchNorm(nn.Module):
         """Normalize ``input``, ``(N, C, *spatial)``; in training, update the running estimates."""
         check_rank(input.dim(), self._ranks, type(self).__name__)
         use_batch_stats = self.training or self.running_mean is None
+        track = not self.training or self.track_running_stats
+        running = (self.running_mean, self.running_var) if track else (None, None)
+        first = "running_mean" if running[0] is not None else "weight" if self.affine else None
         check_dtype(input.is_floating_point(), input.dtype)
-        check_input(input.shape, self.num_features, self.eps, use_batch_stats)
+        check_input(input.shape, self.num_features, self.eps, use_batch_stats, None, first)
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
             if self.momentum is None:  # the only case that reads the counter on the host
                 factor = stats.momentum_factor(None, int(self.num_batches_tracked))
-        track = not self.training or self.track_running_stats
-        return _batch_norm(
-            input,
-            self.running_mean if track else None,
-            self.running_var if track else None,
-            self.weight,
-            self.bias,
-            use_batch_stats,
-            factor,
-            self.eps,
-        )
+        return _batch_norm(input, *running, self.weight, self.bias, use_batch_stats, factor,
+                           self.eps)
 
 
 class BatchNorm1d(_BatchNorm):

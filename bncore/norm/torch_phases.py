@@ -6,16 +6,27 @@ reduction axes, and something between them" (Ioffe & Szegedy 2015, §3):
 ======================  ================================================  =====================
 phase                   formula                                           function
 ======================  ================================================  =====================
-statistics              μ, σ² per channel over the reduction axes         :func:`mean_var`
+statistics              m, μ, σ² over the reduction axes; s = 1/√(σ² + ε)  :func:`mean_var`,
+                                                                          :func:`invstd`
 (combine)               across devices: Chan's merge, :mod:`.stats`
-normalize               y = γ·(x − μ)·s + β, s = 1/√(σ² + ε)              :func:`normalize`
+normalize               y = γ·(x − μ)·s + β                               :func:`normalize`
 running update          running ← (1 − α)·running + α·batch               :func:`update_running`
-backward reduce         Σδ and Σδ·x̂ per channel                           :func:`backward_reduce`
+backward reduce         Σδ and Σδ·x̂ over the reduction axes              :func:`backward_reduce`
 (combine)               across devices: a sum
 backward elementwise    dx = γs/m·(mδ − Σδ − x̂·Σδx̂)                      :func:`backward_elemt`
 ======================  ================================================  =====================
 
-The NumPy twins carry the same names in :mod:`bncore.norm.numpy_bn`.
+The reduction axes ``dims`` are a parameter of every phase that reduces or broadcasts a statistic;
+they default to batch norm's, all axes but the channel axis 1, which gives one statistic per
+channel, shape ``(C,)``. Another choice gives statistics of the shape that ``x`` has without those
+axes (instance norm's ``dims = (2, …)``: one per sample and channel, ``(N, C)``), put back against
+``x`` by :func:`expand`. The affine γ, β is always per channel (axis 1), and the backward's
+factor γ assumes γ constant over each reduction set, as it is when axis 1 is not reduced.
+
+The "(combine)" rows are the identity on one process: ``torch.nn.SyncBatchNorm`` all-gathers
+(m, μ, σ²) and merges them with :func:`bncore.norm.stats.chan_merge` in the forward, and
+all-reduces the two sums in the backward. The NumPy twins carry the same names (``axes`` for
+``dims``) in :mod:`bncore.norm.numpy_bn`.
 """
 
 from __future__ import annotations
@@ -25,7 +36,15 @@ from torch import Tensor
 
 from bncore.norm import stats
 
-__all__ = ["backward_elemt", "backward_reduce", "mean_var", "normalize", "update_running"]
+__all__ = [
+    "backward_elemt",
+    "backward_reduce",
+    "expand",
+    "invstd",
+    "mean_var",
+    "normalize",
+    "update_running",
+]
 
 
 def _bcast(v: Tensor, ndim: int) -> Tensor:
@@ -38,6 +57,21 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+def _dims(ndim: int, dims: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The reduction axes: ``dims``, or batch norm's (all but axis 1)."""
+    return stats.reduce_axes(ndim) if dims is None else dims
+
+
+def expand(stat: Tensor, ndim: int, dims: tuple[int, ...] | None = None) -> Tensor:
+    """A statistic reduced over ``dims`` with those axes put back as size 1, to broadcast on x.
+
+    Per channel, ``(C,)`` becomes ``(1, C, 1, …)``.
+    """
+    for d in sorted(_dims(ndim, dims)):
+        stat = stat.unsqueeze(d)
+    return stat
+
+
 # --- the phases ---
 
 
@@ -45,42 +79,35 @@ def mean_var(x: Tensor, dims: tuple[int, ...] | None = None) -> tuple[Tensor, Te
     """Statistics phase: mean μ and biased variance σ² = mean((x − μ)²) over ``dims``, two-pass.
 
     ``dims`` defaults to batch norm's axes, all but the channel axis 1 (the torch twin of
-    :func:`bncore.norm.stats.mean_var`). Differentiable; returns two ``(C,)`` tensors.
+    :func:`bncore.norm.stats.mean_var`); the count m is
+    :func:`bncore.norm.stats.count_per_channel`. Differentiable; two ``(C,)`` tensors by default.
     """
-    dims = stats.reduce_axes(x.dim()) if dims is None else dims
+    dims = _dims(x.dim(), dims)
     mean = x.mean(dim=dims, keepdim=True)
     var = (x - mean).square().mean(dim=dims)
-    return mean.reshape(-1), var
+    return mean.squeeze(dims), var
+
+
+def invstd(var: Tensor, eps: float) -> Tensor:
+    """Statistics phase, its last step: s = 1/√(σ² + ε), elementwise."""
+    return torch.rsqrt(var + eps)
 
 
 def normalize(
-    x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None, bias: Tensor | None
+    x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None, bias: Tensor | None,
+    dims: tuple[int, ...] | None = None,
 ) -> Tensor:
-    """Elementwise phase: y = γ·(x − μ)·s + β with per-channel μ, s = 1/√(σ² + ε), γ, β."""
+    """Elementwise phase: y = γ·(x − μ)·s + β, μ and s reduced over ``dims``, γ and β per channel.
+
+    ``None`` for γ or β means 1 or 0.
+    """
     nd = x.dim()
-    y = (x - _bcast(mean, nd)) * _bcast(invstd, nd)
+    y = (x - expand(mean, nd, dims)) * expand(invstd, nd, dims)
     if weight is not None:
         y = y * _bcast(weight.to(x.dtype), nd)
     if bias is not None:
         y = y + _bcast(bias.to(x.dtype), nd)
     return y
-
-
-def backward_reduce(dy: Tensor, xhat: Tensor) -> tuple[Tensor, Tensor]:
-    """Backward reduction phase: Σδ and Σδ·x̂ per channel (also dβ and dγ)."""
-    dims = stats.reduce_axes(dy.dim())
-    return dy.sum(dim=dims), (dy * xhat).sum(dim=dims)
-
-
-def backward_elemt(
-    dy: Tensor, xhat: Tensor, invstd: Tensor, gamma: Tensor, sum_dy: Tensor,
-    sum_dy_xhat: Tensor, count: int,
-) -> Tensor:
-    """Backward elementwise phase: dx = γs/m·(m·δ − Σδ − x̂·Σδx̂), from the reduced sums."""
-    nd = dy.dim()
-    return _bcast(gamma * invstd / count, nd) * (
-        count * dy - _bcast(sum_dy, nd) - xhat * _bcast(sum_dy_xhat, nd)
-    )
 
 
 def update_running(
@@ -95,3 +122,26 @@ def update_running(
         unbiased = var * stats.bessel(count)
         running_mean.copy_(stats.running_update(running_mean, mean, momentum))
         running_var.copy_(stats.running_update(running_var, unbiased, momentum))
+
+
+def backward_reduce(
+    dy: Tensor, xhat: Tensor, dims: tuple[int, ...] | None = None
+) -> tuple[Tensor, Tensor]:
+    """Backward reduction phase: Σδ and Σδ·x̂ over ``dims`` (per channel, they are dβ and dγ)."""
+    dims = _dims(dy.dim(), dims)
+    return dy.sum(dim=dims), (dy * xhat).sum(dim=dims)
+
+
+def backward_elemt(
+    dy: Tensor, xhat: Tensor, invstd: Tensor, weight: Tensor | None, sum_dy: Tensor,
+    sum_dy_xhat: Tensor, count: int, dims: tuple[int, ...] | None = None,
+) -> Tensor:
+    """Backward elementwise phase: dx = γs/m·(m·δ − Σδ − x̂·Σδx̂), from the reduced sums.
+
+    ``count`` is m, the number of values in each reduction set; ``None`` for γ means 1.
+    """
+    nd = dy.dim()
+    scale = expand(invstd / count, nd, dims)
+    if weight is not None:
+        scale = scale * _bcast(weight.to(dy.dtype), nd)
+    return scale * (count * dy - expand(sum_dy, nd, dims) - xhat * expand(sum_dy_xhat, nd, dims))
