@@ -19,6 +19,7 @@ from bncore.book.claims import (
     check_close,
     check_less,
     check_mean,
+    check_means_agree,
     check_raises,
     glue,
 )
@@ -124,6 +125,37 @@ def test_check_mean_needs_two_samples_and_fails_on_nan():
         check_mean("one seed", [1.0], 1.0)
     with pytest.raises(ClaimError):
         check_mean("nan", [1.0, math.nan], 1.0)
+
+
+def test_check_mean_with_sd_spread_is_a_claim_about_a_typical_seed(capsys):
+    samples = [0.9, 1.0, 1.1, 1.0]  # mean 1, sd = 0.08165, se = 0.04082
+    check_mean("slope matches", samples, 1.2, k=3, spread="sd")  # 0.2 ≤ 3 sd = 0.245
+    out = capsys.readouterr().out
+    assert "± 0.08165 (mean ± s.d., n = 4)" in out and "≤ 3 s.d. = 0.2449" in out
+    with pytest.raises(ClaimError, match=r"> 3 s\.d\. = 0\.2449"):
+        check_mean("slope matches", samples, 1.25, k=3, spread="sd")
+    with pytest.raises(ValueError, match="spread must be"):
+        check_mean("slope matches", samples, 1.0, spread="var")  # type: ignore[arg-type]
+
+
+def test_check_means_agree_bounds_the_range_by_root_two_max_standard_errors(capsys):
+    # sd = √(0.04/3) each, n = 4: se = 0.05774, bound 3·√2·se = 0.2449
+    a, b = [0.9, 1.1, 0.9, 1.1], [1.1, 1.3, 1.1, 1.3]  # means 1.0 and 1.2
+    check_means_agree("the blocks train alike", {"bn": a, "fixup": b}, k=3)
+    out = capsys.readouterr().out
+    assert out.startswith("✓ the blocks train alike: means bn 1, fixup 1.2")
+    assert "largest difference 0.2 < 3·√2·max s.e. = 0.2449" in out
+    with pytest.raises(ClaimError, match=r"largest difference 0\.2 is not < 2·√2·max s\.e\."):
+        check_means_agree("the blocks train alike", {"bn": a, "fixup": b}, k=2)
+
+
+def test_check_means_agree_needs_two_samples_of_two_and_fails_on_nan():
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        check_means_agree("alone", {"bn": [1.0, 2.0]})
+    with pytest.raises(ValueError, match="2 values per sample"):
+        check_means_agree("one seed", {"bn": [1.0, 2.0], "none": [1.0]})
+    with pytest.raises(ClaimError):
+        check_means_agree("nan", {"bn": [1.0, 2.0], "none": [1.0, math.nan]})
 
 
 def test_check_raises_returns_the_exception_and_prints_its_message(capsys):

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import numpy as np
 
@@ -25,6 +25,7 @@ __all__ = [
     "check_close",
     "check_less",
     "check_mean",
+    "check_means_agree",
     "check_raises",
     "glue",
 ]
@@ -84,24 +85,59 @@ def check_between(claim: str, value: float, low: float, high: float) -> None:
 
 
 def check_mean(
-    claim: str, samples: Any, expected: float, *, k: float = 3.0, atol: float = 0.0
+    claim: str,
+    samples: Any,
+    expected: float,
+    *,
+    k: float = 3.0,
+    atol: float = 0.0,
+    spread: Literal["se", "sd"] = "se",
 ) -> None:
     r"""Assert that the mean of per-seed ``samples`` is within k standard errors of ``expected``.
 
     |v̄ − expected| ≤ k·se + atol, se = sd(v)/√n (:func:`~bncore.experiments.grid.standard_error`);
-    ``atol`` is for a known bias the statistics do not cover (say where it comes from). Needs at
-    least two samples.
+    ``atol`` is for a known bias the statistics do not cover (say where it comes from).
+    ``spread="sd"`` puts the sample standard deviation sd(v) (``ddof=1``) in place of se, for a
+    claim about a typical seed rather than about the mean. Needs at least two samples.
     """
     v = np.asarray(samples, dtype=float).ravel()
     if v.size < 2:
         raise ValueError(f"check_mean needs at least 2 samples for a standard error, got {v.size}")
+    if spread not in ("se", "sd"):
+        raise ValueError(f"spread must be 'se' or 'sd', got {spread!r}")
     mean, se = float(v.mean()), standard_error(v)
-    err, bound = abs(mean - expected), k * se + atol
+    width = se if spread == "se" else se * math.sqrt(v.size)  # sd = se·√n
+    unit = "s.e." if spread == "se" else "s.d."
+    err, bound = abs(mean - expected), k * width + atol
     extra = f" + {_fmt(atol)}" if atol else ""
-    detail = (f"measured {_fmt(mean)} ± {_fmt(se)} (mean ± s.e., n = {v.size}), expected "
-              f"{_fmt(expected)}, |Δ| = {_fmt(err)} ≤ {k:g} s.e.{extra} = {_fmt(bound)}")
+    detail = (f"measured {_fmt(mean)} ± {_fmt(width)} (mean ± {unit}, n = {v.size}), expected "
+              f"{_fmt(expected)}, |Δ| = {_fmt(err)} ≤ {k:g} {unit}{extra} = {_fmt(bound)}")
     if not (err <= bound):
         raise ClaimError(f"✗ {claim}: {detail.replace('≤', '>')}")
+    print(f"✓ {claim}: {detail}")
+
+
+def check_means_agree(claim: str, samples: Mapping[str, Any], *, k: float = 3.0) -> None:
+    r"""Assert that several per-seed samples have means that differ by less than k s.e.
+
+    max v̄ − min v̄ < k·√2·maxᵢ seᵢ, with seᵢ = sd(vᵢ)/√nᵢ: √(seᵢ² + seⱼ²) ≤ √2·max se bounds the
+    standard error of every pairwise difference of means. ``samples`` maps a label to the values
+    of one setting over the seeds; each needs at least two values.
+    """
+    if len(samples) < 2:
+        raise ValueError(f"check_means_agree needs at least 2 samples, got {len(samples)}")
+    arrays = {name: np.asarray(v, dtype=float).ravel() for name, v in samples.items()}
+    if min(v.size for v in arrays.values()) < 2:
+        raise ValueError("check_means_agree needs at least 2 values per sample")
+    means = {name: float(v.mean()) for name, v in arrays.items()}
+    m = np.array(list(means.values()))
+    se = float(np.max([standard_error(v) for v in arrays.values()]))  # nan propagates
+    spread, bound = float(m.max() - m.min()), k * math.sqrt(2) * se
+    listed = ", ".join(f"{name} {_fmt(m)}" for name, m in means.items())
+    detail = (f"means {listed}; largest difference {_fmt(spread)} < {k:g}·√2·max s.e. "
+              f"= {_fmt(bound)}")
+    if not (spread < bound):
+        raise ClaimError(f"✗ {claim}: {detail.replace('<', 'is not <', 1)}")
     print(f"✓ {claim}: {detail}")
 
 
