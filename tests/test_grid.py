@@ -69,3 +69,17 @@ def test_standard_error_of_difference_independent_and_paired():
     assert standard_error_of_difference(a, b, paired=True) == pytest.approx(standard_error(a - b))
     with pytest.raises(ValueError, match="same shape"):
         standard_error_of_difference(a, b[:2], paired=True)
+
+
+def profile(setting: float, seed: int) -> dict[str, dict[str, np.ndarray]]:
+    return {"fit": {"curve": setting * np.arange(3.0) + seed}}
+
+
+def test_array_fields_add_their_axes_after_the_seeds_and_dotted_names_reach_inside():
+    grid = run_grid(profile, [1.0, 2.0], [0, 1])
+    values = grid.values("fit.curve")
+    assert values.shape == (2, 2, 3)  # settings × seeds × the field's own axis
+    np.testing.assert_array_equal(values[1, 1], [1.0, 3.0, 5.0])
+    mean, sem = grid.mean_sem("fit.curve")
+    np.testing.assert_allclose(mean, [[0.5, 1.5, 2.5], [0.5, 2.5, 4.5]])
+    np.testing.assert_allclose(sem, np.full((2, 3), 0.5))  # sd √0.5 over √2 seeds

@@ -35,17 +35,21 @@ class Grid(Generic[R]):
     results: tuple[tuple[R, ...], ...]
 
     def values(self, field: str | None = None) -> np.ndarray:
-        """The ``(len(settings), len(seeds))`` float array of ``field`` of every result.
+        """The ``(len(settings), len(seeds), *shape)`` float array of ``field`` of every result.
 
-        ``field`` names an attribute or a mapping key of the results; ``None`` takes the results
-        themselves (for a ``fn`` that returns a number).
+        ``field`` names an attribute or a mapping key of the results, dotted for a nested one
+        (``"test.gap"``); ``None`` takes the results themselves (for a ``fn`` that returns a
+        number). A field that is an array of ``shape`` adds its axes after the seeds'.
         """
         return np.array(
             [[_field(r, field) for r in row] for row in self.results], dtype=float
         )
 
     def mean_sem(self, field: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Mean over seeds and its standard error sd/√S (``ddof=1``; ``nan`` for one seed)."""
+        """Mean over seeds and its standard error sd/√S (``ddof=1``; ``nan`` for one seed).
+
+        Both have the shape of :meth:`values` without the seeds' axis.
+        """
         v = self.values(field)
         return v.mean(axis=1), standard_error(v, axis=1)
 
@@ -90,12 +94,11 @@ def standard_error_of_difference(a: Any, b: Any, *, paired: bool = False) -> Any
     return float(np.hypot(standard_error(a, axis=None), standard_error(b, axis=None)))
 
 
-def _field(result: Any, field: str | None) -> float:
-    if field is None:
-        return float(result)
-    if isinstance(result, Mapping):
-        return float(result[field])
-    return float(getattr(result, field))
+def _field(result: Any, field: str | None) -> Any:
+    value = result
+    for name in [] if field is None else field.split("."):
+        value = value[name] if isinstance(value, Mapping) else getattr(value, name)
+    return np.asarray(value, dtype=float)
 
 
 def run_grid(
