@@ -37,9 +37,10 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-# The unit tests alone: no notebooks, no throwaway book builds, no browser.
+# The unit tests alone: no notebooks, no browser, nothing marked slow (the throwaway book builds,
+# the kernel-driven nbcache check); `make test` runs those too.
 unit: $(STAMP)
-	$(PYTEST) tests -m "not browser" --ignore=tests/test_build_strict.py -n 2
+	$(PYTEST) tests -m "not browser and not slow" -n 2
 
 # Lint, types, the unit tests and every notebook under nbval, in one run on both cores.
 test: $(STAMP) lint types

@@ -36,6 +36,7 @@ in any cell fails it (``nb_execution_raise_on_error``).
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -83,6 +84,13 @@ def environment_files(root: Path = ROOT) -> Iterator[Path]:
     yield Path(__file__).resolve()
 
 
+@functools.cache
+def _distributions() -> tuple[str, ...]:
+    """``name==version`` of every installed distribution (read once per process)."""
+    return tuple(sorted(f"{d.metadata['Name']}=={d.version}".lower()
+                        for d in importlib.metadata.distributions() if d.metadata["Name"]))
+
+
 def environment_key(root: Path = ROOT) -> str:
     """SHA-256 over :func:`environment_files`, the installed distributions, the interpreter and
     :data:`KEY_ENVIRONMENT` (plus every ``BNCORE_*`` variable).
@@ -91,9 +99,7 @@ def environment_key(root: Path = ROOT) -> str:
     for path in environment_files(root):
         name = path.relative_to(root) if path.is_relative_to(root) else path.name
         digest.update(f"{name}\0".encode() + path.read_bytes() + b"\0")
-    dists = sorted(f"{d.metadata['Name']}=={d.version}".lower()
-                   for d in importlib.metadata.distributions() if d.metadata["Name"])
-    digest.update("\n".join(dists).encode())
+    digest.update("\n".join(_distributions()).encode())
     names = sorted(set(KEY_ENVIRONMENT) | {n for n in os.environ if n.startswith("BNCORE_")})
     digest.update("".join(f"\n{n}={os.environ.get(n)}" for n in names).encode())
     return digest.hexdigest()

@@ -48,6 +48,7 @@ def _build(tmp_path: Path, page_name: str, write_page) -> subprocess.CompletedPr
 pytestmark = pytest.mark.skipif(not JUPYTER_BOOK.exists(), reason="jupyter-book not installed")
 
 
+@pytest.mark.slow  # builds a book: `make test` runs it, `make unit` does not
 def test_notebook_error_fails_the_build(tmp_path: Path) -> None:
     def write(folder: Path) -> None:
         nb = nbformat.v4.new_notebook()
@@ -63,6 +64,7 @@ def test_notebook_error_fails_the_build(tmp_path: Path) -> None:
     assert "deliberately broken" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_sphinx_warning_fails_the_build(tmp_path: Path) -> None:
     def write(folder: Path) -> None:
         (folder / "warns.md").write_text("# A page\n\nSee {ref}`no-such-label`.\n")
