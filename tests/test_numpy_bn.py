@@ -22,7 +22,7 @@ from bn_testing import (
     random_batch,
 )
 
-from bncore.norm import numpy_bn
+from bncore.norm import numpy_bn, torch_bn, torch_phases
 from bncore.norm.gradcheck import norm_rel_error
 
 #: cs231n's bound for a correct float64 backward checked by centred differences (h = 1e-5).
@@ -188,3 +188,43 @@ def test_the_phases_compose_to_the_compact_backward():
     np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(sum_dy_xhat, dgamma, rtol=1e-12)
     np.testing.assert_allclose(sum_dy, dbeta, rtol=1e-12)
+
+
+PHASES = ["mean_var", "invstd", "normalize", "update_running", "backward_reduce",
+          "backward_elemt", "expand"]
+
+
+def test_numpy_and_torch_phases_share_their_names():
+    assert set(PHASES) <= set(numpy_bn.__all__)
+    assert set(PHASES) == set(torch_phases.__all__)
+
+
+@pytest.mark.parametrize("axes", [None, (2, 3)], ids=["batch-axes", "instance-axes"])
+def test_numpy_phases_equal_the_torch_phases(axes):
+    x, dy, gamma, beta = _problem(4, seed=60)
+    tx, tdy, tg, tb = (torch.from_numpy(a) for a in (x, dy, gamma, beta))
+    mean, var = numpy_bn.mean_var(x, axes)
+    tmean, tvar = torch_bn.mean_var(tx, axes)
+    s, ts = numpy_bn.invstd(var, 1e-5), torch_bn.invstd(tvar, 1e-5)
+    y, xhat = numpy_bn.normalize(x, mean, s, gamma, beta, axes)
+    ty = torch_bn.normalize(tx, tmean, ts, tg, tb, axes)
+    sums = numpy_bn.backward_reduce(dy, xhat, axes)
+    tsums = torch_bn.backward_reduce(tdy, torch.from_numpy(xhat), axes)
+    m = x.size // mean.size
+    dx = numpy_bn.backward_elemt(dy, xhat, s, gamma, *sums, m, axes)
+    tdx = torch_bn.backward_elemt(tdy, torch.from_numpy(xhat), ts, tg, *tsums, m, axes)
+    pairs = [(mean, tmean), (var, tvar), (y, ty), (sums[0], tsums[0]), (sums[1], tsums[1]),
+             (dx, tdx)]
+    for ours, ref in pairs:
+        np.testing.assert_allclose(ours, ref.numpy(), **FLOAT64_TOL)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None], ids=["momentum", "cumulative"])
+def test_empty_spatial_axis_counts_a_batch_and_leaves_running_stats_like_torch(momentum):
+    layer = numpy_bn.BatchNorm(3, momentum=momentum)
+    ref = torch.nn.BatchNorm1d(3, momentum=momentum, dtype=torch.float64)
+    x = np.zeros((2, 3, 0))
+    assert layer(x).shape == tuple(ref(torch.from_numpy(x)).shape) == (2, 3, 0)
+    assert layer.num_batches_tracked == int(ref.num_batches_tracked) == 1
+    np.testing.assert_array_equal(layer.running_mean, ref.running_mean.numpy())
+    np.testing.assert_array_equal(layer.running_var, ref.running_var.numpy())

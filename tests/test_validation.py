@@ -2,8 +2,9 @@
 then advice, the same way in both implementations (``bncore.norm.validate`` holds the checks).
 
 A channel mismatch is a ``RuntimeError`` as in torch and also a ``ValueError``; a bad eps or one
-value per channel in training is a ``ValueError``; a non-floating input is a ``TypeError`` and a
-``ValueError``.
+value per channel in training is a ``ValueError``; a non-floating input is a ``TypeError``, a
+``ValueError`` and, as in torch, a ``NotImplementedError``. A layer's channel mismatch names the
+tensor torch names (``running_mean``, else ``weight``).
 """
 
 from __future__ import annotations
@@ -176,3 +177,30 @@ def test_torch_modules_refuse_one_value_per_channel_like_torch_nn():
         torch.nn.BatchNorm1d(3, dtype=torch.float64)(x)
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         torch_bn.BatchNorm1d(3, dtype=torch.float64)(x)
+
+
+@pytest.mark.parametrize(
+    "options, first",
+    [({}, "running_mean should contain 4 elements not 3"),
+     ({"track_running_stats": False}, "weight should contain 4 elements not 3"),
+     ({"affine": False, "track_running_stats": False}, "expected input with 3 channels, got 4")],
+    ids=["defaults", "untracked", "neither"],
+)
+def test_layers_name_the_tensor_torch_names_for_a_channel_mismatch(options, first):
+    x = np.ones((5, 4))
+    messages = []
+    for call in (lambda: numpy_bn.BatchNorm(3, **options)(x),
+                 lambda: torch_bn.BatchNorm1d(3, dtype=torch.float64, **options)(
+                     torch.from_numpy(x))):
+        with pytest.raises(RuntimeError) as info:
+            call()
+        assert isinstance(info.value, ChannelMismatchError)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+    assert messages[0].startswith(first + ": the layer was built for 3 channels")
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_non_floating_input_is_also_torchs_not_implemented_error(entry):
+    with pytest.raises(NotImplementedError, match=r'^"batch_norm" not implemented'):
+        ENTRY_POINTS[entry](Call((4, 3), dtype="int64"))
