@@ -15,9 +15,11 @@ RUN_ENV := TQDM_DISABLE=1 BNCORE_WIDGETS=0 PYDEVD_DISABLE_FILE_VALIDATION=1
 PYTEST    := $(RUN_ENV) $(BIN)/python -m pytest -p no:cacheprovider
 NOTEBOOKS := $(wildcard book/*.ipynb)
 # nbval on both cores, a notebook's cells kept on one worker; ci/nbcache.py keeps each
-# execution for the book build, so that a CI run executes every notebook once.
+# execution for the book build, so that a CI run executes every notebook once. Files are handed
+# out in the order given (not by test count), so the chapters, the longest units, go first and
+# the many short test files fill in at the end.
 NBVAL     := PYTHONPATH=ci $(PYTEST) -p nbcache --nbval-lax --nbval-cell-timeout=600 \
-	-n 2 --dist loadfile
+	-n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: install unit test lint types lock book page test-browser browser-deps lab clean
 
@@ -44,7 +46,7 @@ unit: $(STAMP)
 
 # Lint, types, the unit tests and every notebook under nbval, in one run on both cores.
 test: $(STAMP) lint types
-	$(NBVAL) tests $(NOTEBOOKS) -m "not browser"
+	$(NBVAL) $(NOTEBOOKS) tests -m "not browser"
 
 # Regenerate the lock after changing a dependency in pyproject.toml (only pip-tools needed, so
 # it works when the old lock no longer installs). Pins that still fit are kept;
