@@ -17,12 +17,16 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from torch._subclasses.meta_utils import assert_metadata_eq
+from torch.testing._internal.common_dtype import all_types_and_complex_and
+from torch.testing._internal.common_utils import noncontiguous_like
 from upstream import (
     BN_OPINFO,
     BN_OPINFO_VARIANTS,
     REDUCED,
     assert_as_accurate_as_torch,
     assert_same,
+    checker,
     clone_sample_args,
     gradcheck,
     gradgradcheck,
@@ -124,14 +128,107 @@ def test_sample_backward_matches_torch(index, dtype):
 @pytest.mark.parametrize("index", CASES)
 @FLOAT_DTYPES
 def test_noncontiguous_sample_matches_contiguous(index, dtype):
-    """test_noncontiguous_samples: ``sample.noncontiguous()`` gives the contiguous results."""
+    """test_noncontiguous_samples: ``sample.noncontiguous()`` gives the contiguous output and, for
+    a non-contiguous grad_output too, the contiguous gradients w.r.t. input, weight and bias.
+    """
     sample = samples(dtype, True)[index]
     nc = sample.noncontiguous()
-    out, _ = _run(bncore.batch_norm, sample)
-    out_nc, _ = _run(bncore.batch_norm, nc)
+    out, args = _run(bncore.batch_norm, sample)
+    out_nc, args_nc = _run(bncore.batch_norm, nc)
     expected, _ = _run(F.batch_norm, sample)
     assert_same(out_nc, out, "non-contiguous output vs contiguous")
     assert_same(out_nc, expected, "non-contiguous output vs torch")
+    leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    leaves_nc = [a for a in args_nc if isinstance(a, torch.Tensor) and a.requires_grad]
+    if not leaves or not out.requires_grad:
+        return
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(19), dtype=dtype)
+    grads = torch.autograd.grad(out, leaves, g, allow_unused=True)
+    grads_nc = torch.autograd.grad(out_nc, leaves_nc, noncontiguous_like(g), allow_unused=True)
+    assert_same(grads_nc, grads, "non-contiguous gradients vs contiguous")
+
+
+def _works(fn: Callable[..., torch.Tensor], sample: Any) -> bool:
+    try:
+        _run(fn, sample)
+    except NotImplementedError:
+        return False
+    return True
+
+
+UNLISTED_DTYPES = sorted(set(all_types_and_complex_and(torch.bool, torch.half, torch.bfloat16))
+                         - set(ALL_DTYPES), key=str)
+
+
+@pytest.mark.parametrize("dtype", UNLISTED_DTYPES, ids=str)
+def test_dtypes_unlisted_dtype_is_unsupported_as_in_torch(dtype):
+    """test_dtypes for a dtype the OpInfo does not list for the CPU (integers, bool, complex):
+    the dtype counts as unsupported when some sample raises. Sample by sample, bncore raises
+    where torch raises NotImplementedError ('"batch_norm" not implemented for ...'), with an
+    error of that type and those words.
+    """
+    cases = samples(torch.float64, False)
+    assert any(not _works(F.batch_norm, s.transform(
+        lambda t: t.to(dtype) if isinstance(t, torch.Tensor) else t)) for s in cases)
+    for sample in cases:
+        cast = sample.transform(lambda t: t.to(dtype) if isinstance(t, torch.Tensor) else t)
+        if not _works(F.batch_norm, cast):
+            with pytest.raises(NotImplementedError, match='"batch_norm" not implemented'):
+                _run(bncore.batch_norm, cast)
+
+
+def _lazy_clones(sample: Any) -> tuple[list[Any], list[Any]]:
+    """The sample's (input, *args) as copy-on-write lazy clones, with plain copies to compare."""
+    raw = [sample.input, *sample.args]
+    cow = [torch._lazy_clone(a.detach()).requires_grad_(a.requires_grad)
+           if isinstance(a, torch.Tensor) else a for a in raw]
+    copies = [a.detach().clone() if isinstance(a, torch.Tensor) else a for a in raw]
+    return cow, copies
+
+
+def _check_cow(cow: list[Any], copies: list[Any], allowed: list[int], phase: str) -> None:
+    for i, (a, c) in enumerate(zip(cow, copies, strict=True)):
+        if not isinstance(a, torch.Tensor) or i in allowed:
+            continue
+        assert torch._C._is_cow_tensor(a), f"{phase}: argument {i} was materialized"
+        assert torch.equal(a.detach(), c), f"{phase}: argument {i} was mutated"
+
+
+@pytest.mark.parametrize("index", CASES)
+def test_cow_input_is_neither_materialized_nor_mutated(index):
+    """TestCompositeCompliance.test_cow_input: given copy-on-write (lazy-cloned) arguments, the
+    forward and the backward leave every one but those the OpInfo allows
+    (``allow_cow_input_materialize_forward/backward``: the running statistics) unmaterialized and
+    unchanged, and the backward does not materialize a copy-on-write grad_output.
+    """
+    sample = samples(torch.float64, True)[index]
+    cow, copies = _lazy_clones(sample)
+    out = bncore.batch_norm(*cow, **sample.kwargs)
+    _check_cow(cow, copies, OP.allow_cow_input_materialize_forward, "forward")
+    leaves = [a for a in cow if isinstance(a, torch.Tensor) and a.requires_grad]
+    if not leaves or not out.requires_grad:
+        return
+    g = torch._lazy_clone(torch.ones_like(out))
+    torch.autograd.grad(out, leaves, g, allow_unused=True)
+    _check_cow(cow, copies, OP.allow_cow_input_materialize_backward, "backward")
+    assert torch._C._is_cow_tensor(g), "backward: grad_output was materialized"
+
+
+@pytest.mark.parametrize("index", CASES)
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_meta_device_sample_matches_torch(index, training):
+    """TestMeta (test_meta_outplace): on meta tensors, the output's shape, dtype, strides and
+    device equal F.batch_norm's, in both modes.
+    """
+    sample = samples(torch.float32, False)[index]
+    meta = sample.transform(lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t)
+    meta.kwargs = {**meta.kwargs, "training": training}
+    if not training and meta.args[0] is None:
+        return  # eval without running statistics is an error input, not a meta case
+    out, _ = _run(bncore.batch_norm, meta)
+    expected, _ = _run(F.batch_norm, meta)
+    assert out.is_meta
+    assert_metadata_eq(checker().assertEqual, out, expected)
 
 
 def _gradcheck_inputs(sample: Any) -> tuple[Callable[..., torch.Tensor], tuple[torch.Tensor, ...]]:
@@ -279,3 +376,41 @@ def test_func_vmap_matches_torch(index):
 def test_func_jacrev_matches_torch(index):
     """torch.func.jacrev w.r.t. every differentiable argument equals torch's."""
     _both(index, lambda f, p: torch.func.jacrev(f, argnums=tuple(range(len(p))))(*p))
+
+
+@pytest.mark.parametrize("index", CASES)
+def test_func_vmap_all_arguments_matches_torch(index):
+    """test_vmap_exhaustive with every differentiable argument batched (input, weight, bias)."""
+    def vmapped(f, primals):
+        batched = tuple(torch.stack([p, 2 * p + 1]) for p in primals)
+        return torch.func.vmap(f)(*batched)
+    _both(index, vmapped)
+
+
+@pytest.mark.parametrize("index", CASES)
+def test_func_vmapvjp_matches_torch(index):
+    """The functorch test_vmapvjp: the pullback vmapped over a batch of three cotangents."""
+    def vmapvjp(f, primals):
+        out, pullback = torch.func.vjp(f, *primals)
+        gen = torch.Generator().manual_seed(20)
+        cotangents = torch.randn((3, *out.shape), generator=gen, dtype=out.dtype)
+        return torch.func.vmap(pullback)(cotangents)
+    _both(index, vmapvjp)
+
+
+@pytest.mark.parametrize("index", CASES)
+def test_func_jvpvjp_matches_torch(index):
+    """The functorch test_jvpvjp: forward mode through the pullback (primals and cotangent)."""
+    def jvpvjp(f, primals):
+        out = f(*primals)
+        gen = torch.Generator().manual_seed(21)
+        cotangent = torch.randn(out.shape, generator=gen, dtype=out.dtype)
+
+        def pullback(*args):
+            *p, ct = args
+            return torch.func.vjp(f, *p)[1](ct)
+
+        args = (*primals, cotangent)
+        tangents = tuple(torch.randn(a.shape, generator=gen, dtype=a.dtype) for a in args)
+        return torch.func.jvp(pullback, args, tangents)
+    _both(index, jvpvjp)
