@@ -12,14 +12,16 @@ Layout is ``input: (N, C, *spatial)``. In training mode, per channel over m = N�
     s = \frac{1}{\sqrt{\sigma_B^2+\epsilon}},\qquad
     \sigma_B^2 = \frac1m\sum (x-\mu_B)^2 \text{ (biased)}.
 
-The computation is composed of the phases of :mod:`bncore.norm.torch_phases` (statistics →
-normalize → running update; backward reduce → backward elementwise), the shape of
-``torch.nn.SyncBatchNorm``.
+The computation is composed of the phases of :mod:`bncore.norm.torch_phases` (statistics
+:func:`mean_var`, :func:`invstd` → :func:`normalize` → :func:`update_running`; backward
+:func:`backward_reduce` → :func:`backward_elemt`), the shape of ``torch.nn.SyncBatchNorm``.
 
 The gradient is Ioffe & Szegedy's (2015, §3), written with differentiable tensor operations on
 the saved input, so autograd can differentiate it again (gradgradcheck, Hessian-vector products);
-:meth:`BatchNormFunction.jvp` gives forward-mode derivatives, and the function composes with
-``torch.func`` (``grad``, ``vjp``, ``jvp``, ``jacrev``, ``vmap``).
+:meth:`BatchNormFunction.jvp` gives forward-mode derivatives with the same phases (the Jacobian
+is symmetric), and the function composes with ``torch.func`` (``grad``, ``vjp``, ``jvp``,
+``jacrev``, ``jacfwd``, ``vmap``; forward-over-reverse Hessian-vector products). As in torch, a
+forward-mode tangent on the running statistics is an error in eval and ignored in training.
 
 Float16/bfloat16 inputs are normalized in float32 (statistics, rsqrt(σ² + ε) and the affine map,
 also in eval with half running statistics) and rounded once at the end. NaN or Inf in a channel's
@@ -86,9 +88,11 @@ class BatchNormFunction(torch.autograd.Function):
     ``torch.nn.functional.batch_norm``'s arguments. In training it also updates the running
     estimates in place (when given), inside the function as torch's kernel does, so that
     ``torch.func`` transforms of a training step work. The running estimates are constants:
-    they have no gradient, and a forward-mode tangent on them is an error.
+    they have no gradient, and a forward-mode tangent on them is an error in eval.
     """
 
+    # vmap runs forward/setup_context/backward/jvp per batch: each input of a vmapped batch is
+    # normalized by its own statistics, and updates its own running estimates if they are batched
     generate_vmap_rule = True
 
     @staticmethod
