@@ -66,7 +66,7 @@ book: $(STAMP)
 	if [ -n "$$missing" ]; then \
 		echo "Executing: $$missing"; \
 		$(NBVAL) $$missing && $(RUN_ENV) $(BIN)/python ci/nbcache.py prepare $(NOTEBOOKS) >/dev/null; \
-	else echo "Every notebook was executed in this environment by the last test run."; fi
+	else echo "Every notebook has an execution under the current environment key."; fi
 	$(RUN_ENV) $(BIN)/jupyter-book build . --builder html -W --keep-going
 	@echo "The book: $(abspath $(HTML))/index.html"
 
