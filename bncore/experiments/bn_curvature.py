@@ -31,12 +31,19 @@ from torch import Tensor, nn
 
 from bncore.experiments.nets import is_block_net
 from bncore.norm.torch_bn import batch_norm, mean_var
+from bncore.theory.santurkar import (
+    santurkar_grad_bound,
+    santurkar_grad_gap,
+    santurkar_hessian_bound,
+)
 
 __all__ = [
     "BNLayerTerms",
+    "SanturkarSlack",
     "bn_layer_terms",
     "network_bn_layer_terms",
     "random_bn_instance",
+    "santurkar_slack",
     "smooth_downstream",
 ]
 
@@ -175,6 +182,52 @@ def random_bn_instance(
     labels = torch.randint(0, num_classes, (m,), generator=gen)
     f = smooth_downstream(num_channels, num_classes, labels, seed=seed + 1000, dtype=dt)
     return bn_layer_terms(y, lambda z: 3.0 * f(z), gamma, beta, eps), gamma
+
+
+@dataclass(frozen=True)
+class SanturkarSlack:
+    """Thm 4.1 and 4.2 measured against their right-hand sides on one random layer, per channel.
+
+    Attributes
+    ----------
+    eps: the ε of the layer.
+    var: (C,) the biased batch variance σ_B².
+    grad_slack: (C,) Thm 4.1's right-hand side minus ‖∇_{y_j} L̂‖² (autograd).
+    grad_slack_predicted: (C,) the exact slack γ_j²ε⟨ĝ_j, ŷ_j⟩²/(m(σ_j² + ε)²)
+        (:func:`~bncore.theory.santurkar.santurkar_grad_gap`).
+    quad_in: (C,) v_jᵀ (∂²L̂/∂y_j∂y_j) v_j (autograd).
+    quad_bound: (C,) Thm 4.2's right-hand side.
+    """
+
+    eps: float
+    var: Tensor
+    grad_slack: Tensor
+    grad_slack_predicted: Tensor
+    quad_in: Tensor
+    quad_bound: Tensor
+
+
+def santurkar_slack(
+    eps: float, *, seed: int, relative: bool = False, m: int = 16, num_channels: int = 4
+) -> SanturkarSlack:
+    """Santurkar et al.'s Thm 4.1 and 4.2 on :func:`random_bn_instance` (``seed``) with ``eps``.
+
+    ``relative=True`` reads ``eps`` as a multiple of the instance's first-channel batch
+    variance, ε = eps·σ_B,1² (σ_B² does not depend on ε).
+    """
+    if relative:
+        eps = eps * float(random_bn_instance(seed, m, num_channels)[0].var[0])
+    t, gamma = random_bn_instance(seed, m, num_channels, eps=eps)
+    measured = t.grad_in.square().sum(0)
+    return SanturkarSlack(
+        eps=eps,
+        var=t.var,
+        grad_slack=santurkar_grad_bound(t.grad_out, t.yhat, gamma, t.sigma) - measured,
+        grad_slack_predicted=santurkar_grad_gap(t.grad_out, t.yhat, gamma, t.var, eps),
+        quad_in=t.quad_in,
+        quad_bound=santurkar_hessian_bound(t.grad_in, t.grad_out, t.yhat, t.quad_out, gamma,
+                                           t.sigma),
+    )
 
 
 class _AffineNorm(Protocol):
