@@ -19,7 +19,8 @@ chapter                 modules
 ======================  =====================================================================
 the BN transform        ``norm.numpy_bn``, ``norm.torch_bn``, ``norm.stats``
 backprop through BN     ``norm.numpy_bn``, ``norm.torch_bn``, ``norm.gradcheck``, ``norm.jacobian``
-training vs inference   ``norm.inference``, ``norm.fold``, ``theory.running``
+training vs inference   ``norm.inference``, ``norm.fold``, ``theory.running``,
+                        ``experiments.eval_gap``
 covariate shift         ``experiments.nets``, ``experiments.train``, ``experiments.diagnostics``
 smoothing               ``experiments.landscape``, ``theory.santurkar``
 gradient explosion      ``experiments.explosion``, ``theory.explosion``

@@ -16,6 +16,7 @@ module                       what it holds
 :mod:`.bn_curvature`         gradient and curvature through one BN layer (Thm 4.1, 4.2)
 :mod:`.explosion`            gradient explosion at initialization, simulated
 :mod:`.depth_sweep`          trainability of plain BN MLPs over depth
+:mod:`.eval_gap`             train/eval gap of trained MLPs, recalibration (Alg. 2)
 :mod:`.resnets`              residual networks: BN, SkipInit, Fixup, NF
 :mod:`.signal_prop`          signal propagation through residual networks
 :mod:`.gdnp_least_squares`   GDNP and GD on least squares

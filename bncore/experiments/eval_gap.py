@@ -58,9 +58,12 @@ def gap_after_training(
     depth: int,
     **train_kwargs: Any,
 ) -> GapRun:
-    """Train an MLP on ``data`` (:func:`train_mlp`) and measure its train/eval gaps on the CPU.
+    """Train an MLP on ``data`` and measure its train/eval gaps on the CPU.
 
-    ``seed`` seeds the batch order and the draws of the gap's batches; as for :func:`train_mlp`
+    Training is :func:`~bncore.experiments.train.train_mlp` with ``norm``, ``width``, ``depth``
+    and ``train_kwargs``.
+
+    ``seed`` seeds the batch order and the draws of the gap's batches; as for ``train_mlp``
     the initialization uses the global RNG as it stands (run it under ``run_grid``).
     """
     model = train_mlp(data, seed=seed, norm=norm, width=width, depth=depth,
@@ -76,7 +79,7 @@ def gap_after_training(
 
 @dataclass(frozen=True)
 class Recalibration:
-    """Test accuracy and floors of one network before and after :func:`recalibrate_bn`."""
+    """Test accuracy and floors of one network before and after recalibrating its BN layers."""
 
     acc_before: float
     acc_after: float
