@@ -34,6 +34,8 @@ from upstream import (
     module_inputs,
 )
 
+pytestmark = pytest.mark.upstream
+
 CASES = module_cases()
 TRAINING = pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)

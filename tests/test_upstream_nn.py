@@ -28,6 +28,8 @@ from upstream import (
 
 import bncore
 
+pytestmark = pytest.mark.upstream
+
 
 def _swap(swap: bool):
     old = torch.__future__.get_swap_module_params_on_conversion()

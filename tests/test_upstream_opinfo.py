@@ -36,6 +36,8 @@ from upstream import (
 
 import bncore
 
+pytestmark = pytest.mark.upstream
+
 OP = BN_OPINFO
 CASES = sample_cases()
 ALL_DTYPES = sorted(OP.supported_dtypes("cpu"), key=str)

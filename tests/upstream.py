@@ -144,11 +144,30 @@ def build_pair(info: ModuleInfo, index: int, dtype: torch.dtype, training: bool,
     return Pair(ref, ours, mi)
 
 
+_GENERATED: dict[tuple[int, torch.dtype, bool], list[SampleInput]] = {}
+
+
+def _generated_samples(op: OpInfo, dtype: torch.dtype, requires_grad: bool) -> list[SampleInput]:
+    """Generating them costs ~60 ms (OpInfo's sample tracking), so it is done once per key."""
+    key = (id(op), dtype, requires_grad)
+    if key not in _GENERATED:
+        torch.manual_seed(SEED)
+        _GENERATED[key] = list(op.sample_inputs("cpu", dtype, requires_grad=requires_grad))
+    return _GENERATED[key]
+
+
+def _fresh_leaf(t: Any) -> Any:
+    if isinstance(t, torch.Tensor):
+        return t.detach().clone().requires_grad_(t.requires_grad)
+    return t
+
+
 def samples(dtype: torch.dtype, requires_grad: bool, op: OpInfo | None = None) -> list[SampleInput]:
-    """The OpInfo's CPU samples for ``dtype``, generated from a fixed seed."""
-    op = op or BN_OPINFO
-    torch.manual_seed(SEED)
-    return list(op.sample_inputs("cpu", dtype, requires_grad=requires_grad))
+    """The OpInfo's CPU samples for ``dtype``, generated from a fixed seed; every call returns
+    fresh leaf copies, so a test may update running statistics in place or accumulate grads.
+    """
+    return [s.transform(_fresh_leaf)
+            for s in _generated_samples(op or BN_OPINFO, dtype, requires_grad)]
 
 
 def _describe(sample: SampleInput) -> str:
