@@ -95,7 +95,8 @@ def check_mean(
 ) -> None:
     r"""Assert that the mean of per-seed ``samples`` is within k standard errors of ``expected``.
 
-    |v̄ − expected| ≤ k·se + atol, se = sd(v)/√n (:func:`~bncore.experiments.grid.standard_error`);
+    ``|v̄ − expected| ≤ k·se + atol`` with se = sd(v)/√n
+    (:func:`~bncore.experiments.grid.standard_error`);
     ``atol`` is for a known bias the statistics do not cover (say where it comes from).
     ``spread="sd"`` puts the sample standard deviation sd(v) (``ddof=1``) in place of se, for a
     claim about a typical seed rather than about the mean. Needs at least two samples.

@@ -3,18 +3,18 @@ r"""The phases of batch norm in PyTorch, one formula each, composed by :mod:`.to
 The shape is ``torch.nn.SyncBatchNorm``'s, so that a later norm is "these phases, other
 reduction axes, and something between them" (Ioffe & Szegedy 2015, §3):
 
-======================  ================================================  =====================
-phase                   formula                                           function
-======================  ================================================  =====================
-statistics              m, μ, σ² over the reduction axes; s = 1/√(σ² + ε)  :func:`mean_var`,
-                                                                          :func:`invstd`
+======================  =================================================  ======================
+phase                   formula                                            function
+======================  =================================================  ======================
+statistics              m, μ, σ² over the reduction axes;                  :func:`mean_var`,
+                        s = 1/√(σ² + ε)                                    :func:`invstd`
 (combine)               across devices: Chan's merge, :mod:`.stats`
-normalize               y = γ·(x − μ)·s + β                               :func:`normalize`
-running update          running ← (1 − α)·running + α·batch               :func:`update_running`
-backward reduce         Σδ and Σδ·x̂ over the reduction axes              :func:`backward_reduce`
+normalize               y = γ·(x − μ)·s + β                                :func:`normalize`
+running update          running ← (1 − α)·running + α·batch                :func:`update_running`
+backward reduce         Σδ and Σδ·x̂ over the reduction axes                :func:`backward_reduce`
 (combine)               across devices: a sum
-backward elementwise    dx = γs/m·(mδ − Σδ − x̂·Σδx̂)                      :func:`backward_elemt`
-======================  ================================================  =====================
+backward elementwise    dx = γs/m·(mδ − Σδ − x̂·Σδx̂)                         :func:`backward_elemt`
+======================  =================================================  ======================
 
 The reduction axes ``dims`` are a parameter of every phase that reduces or broadcasts a statistic;
 they default to batch norm's, all axes but the channel axis 1, which gives one statistic per
