@@ -8,7 +8,8 @@ Layout is ``input: (N, C, *spatial)``. In training mode, per channel over m = NÂ
 
 .. math::
 
-    y = \gamma\,\hat x + \beta,\qquad \hat x = (x-\mu_B)\,s,\qquad
+    y = \gamma\,\hat x + \beta,\qquad \hat x = (x-\mu_B)\,s,
+
     s = \frac{1}{\sqrt{\sigma_B^2+\epsilon}},\qquad
     \sigma_B^2 = \frac1m\sum (x-\mu_B)^2 \text{ (biased)}.
 

@@ -54,7 +54,8 @@ def source_title(page: str) -> str:
             if cell["cell_type"] == "markdown"
             for line in "".join(cell["source"]).splitlines()
         ]
-    return next(line[2:].strip() for line in lines if line.startswith("# "))
+    title = next(line[2:].strip() for line in lines if line.startswith("# "))
+    return title.replace("`", "")  # inline code in a heading is plain text in <title>
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
