@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bncore.experiments.grid import standard_error
 from bncore.experiments.runtime import default_device
 from bncore.norm.torch_bn import batch_norm
 
@@ -146,8 +147,7 @@ def fit_rate(layers: np.ndarray, sq_norms: np.ndarray, fit_layers: tuple[int, in
     slopes = (y - y.mean(axis=1, keepdims=True)) @ xc / (xc @ xc)  # (S,)
     per_seed = np.exp(-slopes)
     rate = float(np.exp(-slopes.mean()))
-    s = len(slopes)
-    stderr = float(rate * slopes.std(ddof=1) / math.sqrt(s)) if s > 1 else float("nan")
+    stderr = rate * standard_error(slopes)  # delta method: d rate = rate · d(mean slope)
     return RateFit(rate=rate, stderr=stderr, per_seed=per_seed, fit_layers=(int(lo), int(hi)))
 
 
