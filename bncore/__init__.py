@@ -26,11 +26,24 @@ smoothing               ``experiments.landscape``, ``theory.santurkar``
 gradient explosion      ``experiments.explosion``, ``theory.explosion``
 residual connections    ``experiments.resnets``, ``experiments.signal_prop``, ``theory.residual``
 length and direction    ``experiments.gdnp_least_squares``, ``theory.kohler``
+small batches           ``norm.axis_norm``, ``norm.group_norm``, ``norm.layer_norm``,
+                        ``norm.instance_norm``, ``norm.numpy_norms``, ``norm.batch_renorm``,
+                        ``norm.ghost_bn``, ``norm.validate_norms``,
+                        ``experiments.small_batch``, ``book.norm_axes``
 ======================  =====================================================================
 """
 
+from bncore.norm.batch_renorm import BatchRenorm1d, BatchRenorm2d
+from bncore.norm.ghost_bn import GhostBatchNorm1d, GhostBatchNorm2d
+from bncore.norm.group_norm import GroupNorm
+from bncore.norm.instance_norm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
+from bncore.norm.layer_norm import LayerNorm
 from bncore.norm.torch_bn import BatchNorm1d, BatchNorm2d, BatchNorm3d, batch_norm
 
 __version__ = "0.1.0"
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "__version__", "batch_norm"]
+__all__ += [
+    "BatchRenorm1d", "BatchRenorm2d", "GhostBatchNorm1d", "GhostBatchNorm2d", "GroupNorm",
+    "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LayerNorm",
+]
