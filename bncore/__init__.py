@@ -29,7 +29,7 @@ length and direction    ``experiments.gdnp_least_squares``, ``theory.kohler``
 small batches           ``norm.axis_norm``, ``norm.group_norm``, ``norm.layer_norm``,
                         ``norm.instance_norm``, ``norm.numpy_norms``, ``norm.batch_renorm``,
                         ``norm.ghost_bn``, ``norm.validate_norms``,
-                        ``experiments.small_batch``, ``book.norm_axes``
+                        ``experiments.small_batch``, ``book.small_batch_figures``
 ======================  =====================================================================
 """
 
