@@ -106,3 +106,26 @@ def test_ghost_batch_norm_with_one_ghost_batch_is_batch_norm():
 def test_ghost_batch_norm_refuses_a_nonpositive_virtual_batch_size():
     with pytest.raises(ValueError, match="virtual_batch_size must be positive"):
         bncore.GhostBatchNorm1d(5, virtual_batch_size=0)
+
+
+def test_ghost_batch_norm_state_dict_loads_both_ways_with_batch_norm():
+    ghost, bn = bncore.GhostBatchNorm1d(5, virtual_batch_size=2), nn.BatchNorm1d(5)
+    ghost(torch.randn(8, 5))
+    bn.load_state_dict(ghost.state_dict())
+    back = bncore.GhostBatchNorm1d(5, virtual_batch_size=2)
+    back.load_state_dict(bn.state_dict())
+    for key, value in ghost.state_dict().items():
+        assert torch.equal(back.state_dict()[key], value)
+
+
+def test_batch_renorm_is_twice_differentiable_where_r_and_d_are_clipped():
+    """With r and d at their clip limits they are locally constant, so the stop-gradient
+    derivative is the true one and gradcheck can compare it with finite differences.
+    """
+    layer = bncore.BatchRenorm1d(3, momentum=0.0, r_max=2.0, d_max=1.0, dtype=F64)
+    with torch.no_grad():
+        layer.running_std.fill_(100.0)  # σ_B/σ < 1/2: r = 1/2
+        layer.running_mean.fill_(-500.0)  # (μ_B − μ)/σ > 1: d = 1
+    x = _x((6, 3)).requires_grad_()
+    assert torch.autograd.gradcheck(layer, (x,))
+    assert torch.autograd.gradgradcheck(layer, (x,))
