@@ -14,5 +14,7 @@ module                     what it holds
 :mod:`.fold`               folding BN into the preceding linear or conv layer
 :mod:`.gradcheck`          finite differences and relative errors, for checking backwards
 :mod:`.jacobian`           one channel's Jacobian: autograd, closed form, spectrum
+:mod:`.merge`              Chan's merge of partial statistics, in torch
+:mod:`.sync_bn`            batch norm synchronized across processes, and the converter
 =========================  ==========================================================
 """
