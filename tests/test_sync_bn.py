@@ -29,7 +29,8 @@ SEED = 7
 @pytest.fixture(scope="module")
 def job() -> list[dict]:
     """Run every multi-process check once, in one 4-rank gloo job (≤ 180 s wall or it fails:
-    ~25 s of CPU, but a loaded 2-core machine stretches the wall time several-fold)."""
+    ~25 s of CPU, but a loaded 2-core machine stretches the wall time several-fold).
+    """
     return launch(sync_workers.check_all, 4, (SEED,), timeout=180.0)
 
 
