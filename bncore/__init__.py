@@ -26,11 +26,27 @@ smoothing               ``experiments.landscape``, ``theory.santurkar``
 gradient explosion      ``experiments.explosion``, ``theory.explosion``
 residual connections    ``experiments.resnets``, ``experiments.signal_prop``, ``theory.residual``
 length and direction    ``experiments.gdnp_least_squares``, ``theory.kohler``
+across processes        ``norm.sync_bn``, ``norm.merge``, ``norm.precise_bn``, ``norm.frozen_bn``,
+                        ``experiments.distributed``, ``experiments.data_parallel``,
+                        ``experiments.population_stats``
 ======================  =====================================================================
 """
 
+from bncore.norm.frozen_bn import FrozenBatchNorm
+from bncore.norm.precise_bn import precise_bn
+from bncore.norm.sync_bn import SyncBatchNorm, convert_sync_batchnorm
 from bncore.norm.torch_bn import BatchNorm1d, BatchNorm2d, BatchNorm3d, batch_norm
 
 __version__ = "0.1.0"
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "__version__", "batch_norm"]
+__all__ = [
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
+    "FrozenBatchNorm",
+    "SyncBatchNorm",
+    "__version__",
+    "batch_norm",
+    "convert_sync_batchnorm",
+    "precise_bn",
+]
