@@ -161,6 +161,7 @@ def sleep_forever(rank: int, world: int) -> None:
 
 
 def cuda_case(rank: int, world: int, seed: int) -> dict[str, float]:
-    """The (3, 5) case on the GPU (NCCL or gloo with CUDA tensors), float64."""
+    """The (3, 5) case on GPUs: NCCL with one GPU a rank, or gloo with CUDA tensors on one GPU."""
     del world
-    return _one_case(rank, (3, 5), (3, 2, 2), dist.group.WORLD, seed, f"cuda:{rank}")
+    device = f"cuda:{rank % torch.cuda.device_count()}"
+    return _one_case(rank, (3, 5), (3, 2, 2), dist.group.WORLD, seed, device)
