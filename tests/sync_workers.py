@@ -9,6 +9,7 @@ that the parent test reports every number at once.
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any
 
@@ -17,6 +18,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from bncore.experiments.data import Dataset, batches
+from bncore.experiments.data_parallel import simulate_data_parallel
+from bncore.experiments.nets import MLP
 from bncore.norm.sync_bn import SyncBatchNorm, convert_sync_batchnorm
 
 #: (split, input shape without N) cases: ranks 0..len(split)-1 of the world take part.
@@ -34,6 +38,7 @@ def _error(a: torch.Tensor, b: torch.Tensor) -> float:
     """The error relative to the values' scale: max |a − b| / max(1, max |b|)."""
     if b.numel() == 0:
         return 0.0
+    a, b = a.detach(), b.detach()
     return float((a - b).abs().max() / max(1.0, float(b.abs().max())))
 
 
@@ -133,6 +138,35 @@ def _ddp_case(rank: int, split: tuple[int, ...], group: Any, seed: int, steps: i
     return max(_error(v.double(), ref_state[k].double()) for k, v in model.state_dict().items())
 
 
+def _simulation_case(rank: int, world: int, sync: bool, seed: int, steps: int = 4,
+                     n: int = 3) -> float:
+    """Real DDP over ``world`` ranks of n examples against ``simulate_data_parallel``: the
+    largest error over the parameters, and on rank 0 the BN buffers too (float32).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    data = Dataset(torch.randn(40, 6, generator=gen), torch.randint(0, 3, (40,), generator=gen),
+                   torch.randn(8, 6, generator=gen), torch.randint(0, 3, (8,), generator=gen))
+    torch.manual_seed(seed)
+    model = MLP(6, 5, 1, 3)
+    simulated = simulate_data_parallel(copy.deepcopy(model), data, processes=world,
+                                       per_process=n, sync=sync, seed=seed, steps=steps)
+    net = DistributedDataParallel(convert_sync_batchnorm(model) if sync else model)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    order = torch.Generator().manual_seed(seed)
+    stream = (i for _ in range(steps) for i in batches(40, world * n, order))
+    for _ in range(steps):
+        idx = next(stream)[rank * n:(rank + 1) * n]
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(data.x_train[idx]), data.y_train[idx]).backward()
+        opt.step()
+    # parameters agree on every rank; the running estimates are rank 0's (DDP broadcasts them
+    # before each forward, so another rank's hold its own last batch on top)
+    ref = simulated.state_dict()
+    names = {k for k, _ in model.named_parameters()} if rank else set(ref)
+    return max(_error(v.float(), ref[k].float()) for k, v in model.state_dict().items()
+               if k in names)
+
+
 def check_all(rank: int, world: int, seed: int) -> dict[str, Any]:
     """Every case of :data:`CASES` and the DDP convnet, in one job of ``world`` ≥ 4 ranks."""
     sizes = sorted({len(split) for split, _ in CASES})
@@ -144,6 +178,8 @@ def check_all(rank: int, world: int, seed: int) -> dict[str, Any]:
                                                         groups[len(split)], seed + i)
     if rank < 2:
         out["ddp (3, 5)"] = _ddp_case(rank, (3, 5), groups[2], seed)
+    for sync in (False, True):
+        out[f"simulation sync={sync}"] = _simulation_case(rank, world, sync, seed)
     dist.barrier()
     return out
 

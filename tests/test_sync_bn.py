@@ -48,6 +48,14 @@ def test_ddp_with_converted_sync_bn_trains_like_one_process(job):
     assert max(errors) <= TOL, errors
 
 
+@pytest.mark.parametrize("sync", [False, True])
+def test_the_one_process_simulation_of_ddp_is_exact(job, sync):
+    # float32, 4 steps of a 6-5-3 MLP: sums of ≤ 12 terms, round-off ~1e-6 relative; a wrong
+    # rule (running estimates of all ranks, not rank 0's; a global instead of local BN) is O(0.1)
+    errors = [job[rank][f"simulation sync={sync}"] for rank in range(4)]
+    assert max(errors) <= 1e-5, errors
+
+
 def test_a_failing_rank_fails_the_job():
     with pytest.raises(RuntimeError, match="rank 1 fails on purpose"):
         launch(sync_workers.fail_on_rank_one, 2, timeout=120.0)

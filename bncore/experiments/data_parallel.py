@@ -10,10 +10,10 @@ batches of the per-process size, :func:`ghost_batch_norm`.
   wall time of the collectives; :func:`one_process_step` is the same step on the whole batch.
 - :func:`sync_bytes` counts the numbers each collective moves per BN layer and step: the
   forward gathers (2C + 1)·k, the backward all-reduces 2C, against the P of DDP's gradient.
-- :func:`train_data_parallel` trains on k processes × n examples, synchronized or not,
-  simulated in one process by the equivalence the live job checks (unsynchronized = each
-  process's slice through the network on its own; DDP broadcasts rank 0's buffers, so the
-  running estimates are rank 0's).
+- :func:`simulate_data_parallel` trains on k processes × n examples, synchronized or not,
+  in one process (unsynchronized = each process's slice through the network on its own; DDP
+  broadcasts rank 0's buffers, so the running estimates are rank 0's); the tests check it
+  against real DDP processes. :func:`train_data_parallel` returns the test accuracy.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ __all__ = [
     "layer_batch",
     "layer_job",
     "one_process_step",
+    "simulate_data_parallel",
     "sync_bytes",
     "train_data_parallel",
 ]
@@ -172,22 +173,21 @@ def _index_stream(n: int, batch_size: int, gen: torch.Generator) -> Iterator[Ten
         yield from batches(n, batch_size, gen)
 
 
-def train_data_parallel(data: Dataset, *, processes: int, per_process: int, sync: bool,
-                        seed: int, steps: int = 300, lr: float = 0.1, width: int = 64,
-                        ) -> float:
-    """Test accuracy of an MLP (one hidden BN layer) trained on k = ``processes`` × n examples.
+def simulate_data_parallel(model: nn.Module, data: Dataset, *, processes: int,
+                           per_process: int, sync: bool, seed: int, steps: int,
+                           lr: float = 0.1) -> nn.Module:
+    """Train ``model`` in place as k = ``processes`` DDP processes of n examples would; return it.
 
-    ``sync=True``: BN statistics over all k·n examples of a step (SyncBN, which equals one
-    process on the k·n batch). ``sync=False``: each process's n examples through the network on
-    their own (DDP without SyncBN); the loss is the mean over processes of their mean losses
-    (DDP's average of gradients), and the running estimates are those of process 0, which DDP
-    broadcasts. SGD with momentum 0.9; the initialization uses the global RNG (seed it first).
+    Each step takes k·n shuffled training examples (``seed`` fixes the order), process i the
+    i-th n of them. ``sync=True``: BN statistics over all k·n (SyncBN, which equals one process
+    on the k·n batch). ``sync=False``: each process's n examples through the network on their
+    own (DDP without SyncBN); the loss is the mean over processes of their mean losses (DDP's
+    average of gradients), and the running estimates are those of process 0, which DDP
+    broadcasts from rank 0 before every forward. SGD with momentum 0.9.
     """
-    model = MLP(data.in_dim, width, 1, data.num_classes)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     gen = torch.Generator().manual_seed(seed)
-    batch_size = processes * per_process
-    stream = _index_stream(data.n_train, batch_size, gen)
+    stream = _index_stream(data.n_train, processes * per_process, gen)
     model.train()
     for _ in range(steps):
         idx = next(stream)
@@ -204,4 +204,16 @@ def train_data_parallel(data: Dataset, *, processes: int, per_process: int, sync
             loss = torch.stack(losses).mean()
         loss.backward()
         opt.step()
+    return model
+
+
+def train_data_parallel(data: Dataset, *, processes: int, per_process: int, sync: bool,
+                        seed: int, steps: int = 300, lr: float = 0.1, width: int = 64,
+                        ) -> float:
+    """Test accuracy of an MLP (one hidden BN layer of ``width``) trained by
+    :func:`simulate_data_parallel`; the initialization uses the global RNG (seed it first).
+    """
+    model = MLP(data.in_dim, width, 1, data.num_classes)
+    simulate_data_parallel(model, data, processes=processes, per_process=per_process,
+                           sync=sync, seed=seed, steps=steps, lr=lr)
     return evaluate(model, data.x_test, data.y_test)[1]
