@@ -1,7 +1,7 @@
 r"""Chan's parallel merge of partial statistics, in torch: the combine step across processes.
 
 Each process ``i`` holds ``n_i`` values of a channel with mean ``μ_i`` and sum of squared
-deviations ``M₂,i = Σ(x − μ_i)²``. Two parts merge exactly (Chan, Golub & LeVeque 1979):
+deviations ``M₂,i = Σ(x − μ_i)²``. Two parts merge exactly (Chan, Golub & LeVeque 1983):
 
 .. math::
 
