@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from bncore.experiments.data import Dataset, batches
-from bncore.experiments.data_parallel import simulate_data_parallel
+from bncore.experiments.data_parallel import layer_job, simulate_data_parallel
 from bncore.experiments.nets import MLP
 from bncore.norm.sync_bn import SyncBatchNorm, convert_sync_batchnorm
 
@@ -32,6 +32,9 @@ CASES = [
     ((1, 3, 0, 4), (3, 2, 2)),
     ((2, 2, 2, 2), (3,)),
 ]
+
+#: The split of the chapter's live job (``data_parallel.layer_job``), run here with C = 4.
+LAYER_JOB_SPLIT = (2, 3, 5, 6)
 
 
 def _error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -180,6 +183,7 @@ def check_all(rank: int, world: int, seed: int) -> dict[str, Any]:
         out["ddp (3, 5)"] = _ddp_case(rank, (3, 5), groups[2], seed)
     for sync in (False, True):
         out[f"simulation sync={sync}"] = _simulation_case(rank, world, sync, seed)
+    out["layer_job"] = layer_job(rank, world, LAYER_JOB_SPLIT, seed, 4, 100, 1)
     dist.barrier()
     return out
 

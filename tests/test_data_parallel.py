@@ -1,7 +1,7 @@
 """``bncore.experiments.data_parallel`` and ``population_stats``: one process, small and fast.
 
-The live multi-process job (``layer_job``) runs in ``test_sync_bn``'s worker module's job style
-only in the chapter; here its one-process pieces and the counts are checked.
+The multi-process parts (``layer_job``, ``simulate_data_parallel`` against real DDP) are checked
+in ``test_sync_bn``'s one spawned job; here the one-process pieces and the counts.
 """
 
 from __future__ import annotations

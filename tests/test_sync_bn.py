@@ -13,11 +13,13 @@ adds a few u. A formula error (averaged variances, a missing all-reduce, a local
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import sync_workers
 import torch
 from torch import nn
 
+from bncore.experiments import data_parallel
 from bncore.experiments.distributed import launch
 from bncore.norm.sync_bn import SyncBatchNorm, convert_sync_batchnorm
 from bncore.norm.torch_bn import BatchNorm1d, BatchNorm2d
@@ -54,6 +56,22 @@ def test_the_one_process_simulation_of_ddp_is_exact(job, sync):
     # rule (running estimates of all ranks, not rank 0's; a global instead of local BN) is O(0.1)
     errors = [job[rank][f"simulation sync={sync}"] for rank in range(4)]
     assert max(errors) <= 1e-5, errors
+
+
+def test_the_chapters_layer_job_matches_one_process_and_times_three_collectives(job):
+    split = sync_workers.LAYER_JOB_SPLIT
+    one = data_parallel.one_process_step(data_parallel.layer_batch(sum(split), 4, SEED))
+    ranks = [job[rank]["layer_job"] for rank in range(4)]
+    for key in ("y", "dx"):
+        got = np.concatenate([r["sync"][key] for r in ranks])
+        np.testing.assert_allclose(got, one[key], rtol=0, atol=TOL)
+    summed = sum(r["sync"]["dgamma_dbeta"] for r in ranks)
+    np.testing.assert_allclose(summed, one["dgamma_dbeta"], rtol=TOL, atol=TOL)
+    ghost = data_parallel.ghost_batch_norm(data_parallel.layer_batch(sum(split), 4, SEED).x,
+                                           split).numpy()
+    np.testing.assert_allclose(np.concatenate([r["local_y"] for r in ranks]), ghost,
+                               rtol=0, atol=TOL)
+    assert all(len(r["seconds"]) == 3 and min(r["seconds"].values()) > 0 for r in ranks)
 
 
 def test_a_failing_rank_fails_the_job():
