@@ -30,14 +30,20 @@ small batches           ``norm.axis_norm``, ``norm.group_norm``, ``norm.layer_no
                         ``norm.instance_norm``, ``norm.numpy_norms``, ``norm.batch_renorm``,
                         ``norm.ghost_bn``, ``norm.validate_norms``,
                         ``experiments.small_batch``, ``book.small_batch_figures``
+across processes        ``norm.sync_bn``, ``norm.merge``, ``norm.precise_bn``, ``norm.frozen_bn``,
+                        ``experiments.distributed``, ``experiments.data_parallel``,
+                        ``experiments.population_stats``
 ======================  =====================================================================
 """
 
 from bncore.norm.batch_renorm import BatchRenorm1d, BatchRenorm2d
+from bncore.norm.frozen_bn import FrozenBatchNorm
 from bncore.norm.ghost_bn import GhostBatchNorm1d, GhostBatchNorm2d
 from bncore.norm.group_norm import GroupNorm
 from bncore.norm.instance_norm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from bncore.norm.layer_norm import LayerNorm
+from bncore.norm.precise_bn import precise_bn
+from bncore.norm.sync_bn import SyncBatchNorm, convert_sync_batchnorm
 from bncore.norm.torch_bn import BatchNorm1d, BatchNorm2d, BatchNorm3d, batch_norm
 
 __version__ = "0.1.0"
@@ -47,3 +53,4 @@ __all__ += [
     "BatchRenorm1d", "BatchRenorm2d", "GhostBatchNorm1d", "GhostBatchNorm2d", "GroupNorm",
     "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LayerNorm",
 ]
+__all__ += ["FrozenBatchNorm", "SyncBatchNorm", "convert_sync_batchnorm", "precise_bn"]

@@ -24,5 +24,8 @@ module                       what it holds
 :mod:`.gdnp_rates`           GDNP against GD, measured rates beside the theory's
 :mod:`.scale_invariant_sgd`  SGD on a linear layer before BN: scale invariance
 :mod:`.convergence`          fitted linear rates, iterations to a tolerance
+:mod:`.distributed`          k local processes joined by torch.distributed, with timeouts
+:mod:`.data_parallel`        SyncBN's live job, its bytes, accuracy synced or not
+:mod:`.population_stats`     EMA against PreciseBN after a high learning rate; FrozenBN
 ===========================  ==========================================================
 """

@@ -14,5 +14,9 @@ module                     what it holds
 :mod:`.fold`               folding BN into the preceding linear or conv layer
 :mod:`.gradcheck`          finite differences and relative errors, for checking backwards
 :mod:`.jacobian`           one channel's Jacobian: autograd, closed form, spectrum
+:mod:`.merge`              Chan's merge of partial statistics, in torch
+:mod:`.sync_bn`            batch norm synchronized across processes, and the converter
+:mod:`.precise_bn`         PreciseBN: population statistics with the weights frozen
+:mod:`.frozen_bn`          FrozenBN: fixed statistics, the same map in training and eval
 =========================  ==========================================================
 """
