@@ -26,6 +26,10 @@ smoothing               ``experiments.landscape``, ``theory.santurkar``
 gradient explosion      ``experiments.explosion``, ``theory.explosion``
 residual connections    ``experiments.resnets``, ``experiments.signal_prop``, ``theory.residual``
 length and direction    ``experiments.gdnp_least_squares``, ``theory.kohler``
+noise, regularization   ``experiments.batched_mlp``, ``experiments.lr_init_grid``,
+                        ``experiments.regularization``, ``experiments.dropout_shift``,
+                        ``experiments.wd_equilibrium``, ``experiments.training_probes``,
+                        ``theory.variance_shift``, ``theory.weight_decay``
 ======================  =====================================================================
 """
 

@@ -24,5 +24,11 @@ module                       what it holds
 :mod:`.gdnp_rates`           GDNP against GD, measured rates beside the theory's
 :mod:`.scale_invariant_sgd`  SGD on a linear layer before BN: scale invariance
 :mod:`.convergence`          fitted linear rates, iterations to a tolerance
+:mod:`.batched_mlp`          K small MLPs trained at once (ghost BN, dropout, per-model η, λ)
+:mod:`.lr_init_grid`         the learning rate × init scale grid, with and without BN
+:mod:`.regularization`       ghost batch size and dropout against the generalization gap
+:mod:`.dropout_shift`        dropout before BN: variance shift and its accuracy cost
+:mod:`.wd_equilibrium`       weight norms under SGD with weight decay, time averages
+:mod:`.training_probes`      saturation, activation histograms, update-to-data ratios
 ===========================  ==========================================================
 """

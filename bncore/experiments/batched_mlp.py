@@ -50,7 +50,11 @@ from bncore.norm.torch_bn import batch_norm
 __all__ = ["BatchedHistory", "BatchedMLP", "batched_accuracy", "train_batched"]
 
 
-def _per_model(value: float | Sequence[float] | Tensor, k: int, name: str) -> Tensor:
+PerModel = float | Sequence[float] | np.ndarray | Tensor
+"""A hyperparameter given once for all K models or as K values."""
+
+
+def _per_model(value: PerModel, k: int, name: str) -> Tensor:
     """A ``(K,)`` float tensor from a scalar or K values."""
     t = torch.as_tensor(value, dtype=torch.float32).flatten()
     if t.numel() == 1:
@@ -87,8 +91,8 @@ class BatchedMLP(nn.Module):
         out_dim: int,
         *,
         norm: str = "bn",
-        init_scale: float | Sequence[float] | Tensor = 1.0,
-        keep: float | Sequence[float] | Tensor = 1.0,
+        init_scale: PerModel = 1.0,
+        keep: PerModel = 1.0,
         dropout_after: Sequence[int] = (),
         ghost: int | None = None,
         eps: float = 1e-5,
@@ -234,8 +238,8 @@ def train_batched(
     data: Dataset,
     *,
     steps: int,
-    lr: float | Sequence[float] | Tensor,
-    weight_decay: float | Sequence[float] | Tensor = 0.0,
+    lr: PerModel,
+    weight_decay: PerModel = 0.0,
     batch_size: int = 64,
     seed: int = 0,
     eval_every: int = 0,
@@ -293,7 +297,7 @@ def train_batched(
             if track_norms:
                 w_sq.append(torch.stack([w.square().sum((1, 2)) for w in
                                          model.weights[:-1]], 1).cpu())
-                g_sq.append(torch.stack([w.grad.square().sum((1, 2)) for w in  # type: ignore[union-attr]
+                g_sq.append(torch.stack([w.grad.square().sum((1, 2)) for w in
                                          model.weights[:-1]], 1).cpu())
             keep = alive.view(k, 1, 1)
             for p in params:

@@ -55,7 +55,7 @@ def activation_probe(x_probe: Tensor, bins: Sequence[float] | np.ndarray) -> Pro
         x = x_probe.to(next(model.parameters()).device)
         with probe_mode(model), torch.no_grad():
             _, pre = model.forward_collect(x)  # type: ignore[operator]
-            acts = [block.act(z) for block, z in zip(model.blocks, pre, strict=True)]  # type: ignore[union-attr, arg-type]
+            acts = [block.act(z) for block, z in zip(model.blocks, pre, strict=True)]  # type: ignore[arg-type]
         kind = str(getattr(model, "activation", "relu"))
         hist = np.stack([np.histogram(a.double().cpu().numpy(), edges)[0] for a in acts])
         return {"hist": hist, "saturated": np.array([saturated_fraction(a, kind) for a in acts])}
