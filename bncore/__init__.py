@@ -33,6 +33,10 @@ small batches           ``norm.axis_norm``, ``norm.group_norm``, ``norm.layer_no
 across processes        ``norm.sync_bn``, ``norm.merge``, ``norm.precise_bn``, ``norm.frozen_bn``,
                         ``experiments.distributed``, ``experiments.data_parallel``,
                         ``experiments.population_stats``
+noise, regularization   ``experiments.batched_mlp``, ``experiments.lr_init_grid``,
+                        ``experiments.regularization``, ``experiments.dropout_shift``,
+                        ``experiments.wd_equilibrium``, ``experiments.training_probes``,
+                        ``theory.variance_shift``, ``theory.weight_decay``
 ======================  =====================================================================
 """
 

@@ -17,10 +17,17 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from bncore.book.interactive import small_multiples
-from bncore.book.plotting import draw_gradient_profile, draw_landscape_run, draw_stream_variance
+from bncore.book.plotting import (
+    NORM_COLORS,
+    NORM_LABELS,
+    draw_gradient_profile,
+    draw_landscape_run,
+    draw_stream_variance,
+)
 from bncore.experiments.data import Dataset
 from bncore.experiments.explosion import GradientProfile, simulate
 from bncore.experiments.landscape_trace import simulate_mlp
+from bncore.experiments.lr_init_grid import LRInitGrid, lr_init_grid
 from bncore.experiments.signal_prop import signal_propagation_seeds
 
 __all__ = [
@@ -28,6 +35,8 @@ __all__ = [
     "gradient_profile_panel",
     "landscape_grid",
     "landscape_panel",
+    "lr_init_panel",
+    "lr_init_small_multiples",
     "stream_variance_grid",
     "stream_variance_panel",
 ]
@@ -118,3 +127,49 @@ def gradient_profile_grid(
 
     return small_multiples(draw, rows=("activation", list(activations)),
                            cols=("B", list(batch_sizes)), panel_size=(3.0, 2.3))
+
+
+def _draw_lr_init_cell(ax: Axes, grids: dict[str, LRInitGrid], i: int, j: int) -> None:
+    """Mean test accuracy over seeds against steps for cell (η_i, a_j) of each grid."""
+    for norm, g in grids.items():
+        ax.plot(g.eval_step, g.test_acc[:, i, j].mean(-1), color=NORM_COLORS[norm],
+                label=NORM_LABELS[norm])
+    ax.set_ylim(0, 1)
+
+
+def lr_init_panel(data: Dataset, lr: float, init_scale: float, norm: str = "both",
+                  steps: int = 200, seeds: Sequence[int] = (0, 1)) -> Figure:
+    """Train the MLP of :func:`~bncore.experiments.lr_init_grid.lr_init_grid` at one (η, a),
+    with BN, without, or both, and draw test accuracy against steps.
+    """
+    norms = ("none", "bn") if norm == "both" else (norm,)
+    grids = {n: lr_init_grid(data, [lr], [init_scale], seeds, norm=n, steps=steps)
+             for n in norms}
+    fig, ax = plt.subplots(figsize=(5, 3))
+    _draw_lr_init_cell(ax, grids, 0, 0)
+    ax.set_xlabel("SGD step")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"η = {lr:g}, init scale a = {init_scale:g}")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def lr_init_small_multiples(
+    grids: dict[str, LRInitGrid], lr_index: Sequence[int], scale_index: Sequence[int]
+) -> Figure:
+    """Small multiples of :func:`lr_init_panel` drawn from runs already made: rows η, columns a."""
+    g0 = next(iter(grids.values()))
+    row = {f"{g0.lrs[i]:.2g}": i for i in lr_index}
+    col = {f"{g0.scales[j]:.2g}": j for j in scale_index}
+
+    def draw(ax: Axes, lr: str, scale: str) -> None:
+        _draw_lr_init_cell(ax, grids, row[lr], col[scale])
+
+    fig = small_multiples(draw, rows=("η", list(row)), cols=("a", list(col)),
+                          panel_size=(2.3, 1.8))
+    fig.axes[0].legend(loc="lower right", fontsize=8)
+    fig.supxlabel("SGD step", fontsize=9)
+    fig.supylabel("test accuracy", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -27,5 +27,11 @@ module                       what it holds
 :mod:`.distributed`          k local processes joined by torch.distributed, with timeouts
 :mod:`.data_parallel`        SyncBN's live job, its bytes, accuracy synced or not
 :mod:`.population_stats`     EMA against PreciseBN after a high learning rate; FrozenBN
+:mod:`.batched_mlp`          K small MLPs trained at once (ghost BN, dropout, per-model η, λ)
+:mod:`.lr_init_grid`         the learning rate × init scale grid, with and without BN
+:mod:`.regularization`       ghost batch size and dropout against the generalization gap
+:mod:`.dropout_shift`        dropout before BN: variance shift and its accuracy cost
+:mod:`.wd_equilibrium`       weight norms under SGD with weight decay, time averages
+:mod:`.training_probes`      saturation, activation histograms, update-to-data ratios
 ===========================  ==========================================================
 """

@@ -12,6 +12,8 @@ module                     result                                             ch
 :mod:`.residual`           residual-stream variance, branch fractions         residual
 :mod:`.kohler`             GDNP and gradient-descent convergence rates         length and direction
 :mod:`.running`            expected batch variance, EMA fluctuation           training vs inference
+:mod:`.variance_shift`     dropout's variance shift before BN (Li et al.)     noise, regularization
+:mod:`.weight_decay`       effective learning rate, equilibrium norm          noise, regularization
 =========================  =================================================  ===================
 """
 
@@ -42,6 +44,17 @@ from bncore.theory.santurkar import (
     santurkar_grad_gap,
     santurkar_hessian_bound,
 )
+from bncore.theory.variance_shift import (
+    dropout_linear_variance_shift,
+    dropout_train_variance,
+    dropout_variance_ratio,
+)
+from bncore.theory.weight_decay import (
+    effective_learning_rate,
+    equilibrium_angular_update,
+    equilibrium_norm,
+    equilibrium_sq_norm,
+)
 
 __all__ = [
     "RELU_EXPLOSION_LIMIT",
@@ -50,7 +63,14 @@ __all__ = [
     "bn_branch_fraction",
     "bn_resnet_gradient_growth",
     "bn_stream_channel_moments",
+    "dropout_linear_variance_shift",
+    "dropout_train_variance",
+    "dropout_variance_ratio",
+    "effective_learning_rate",
     "ema_stationary_variance",
+    "equilibrium_angular_update",
+    "equilibrium_norm",
+    "equilibrium_sq_norm",
     "expected_batch_variance",
     "gd_least_squares_bound",
     "gd_least_squares_rate",
