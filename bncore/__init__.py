@@ -17,6 +17,7 @@ Chapter → module:
 ======================  =====================================================================
 chapter                 modules
 ======================  =====================================================================
+BN in one picture       ``experiments.nets``, ``book.diagrams``
 the BN transform        ``norm.numpy_bn``, ``norm.torch_bn``, ``norm.stats``
 backprop through BN     ``norm.numpy_bn``, ``norm.torch_bn``, ``norm.gradcheck``, ``norm.jacobian``
 training vs inference   ``norm.inference``, ``norm.fold``, ``theory.running``,
