@@ -2,7 +2,7 @@ r"""A number about the book's own runs is glued from execution, never typed: in 
 
 What counts as a *typed number* in a chapter's markdown cells (figure captions are markdown:
 the bodies of ``{figure}`` and ``{glue:figure}`` directives), after removing everything that is
-not prose (math ``$…$``, ``$$…$$`` and ``\\begin…\\end``; code spans; MyST roles such as
+not prose (math ``$…$``, ``$$…$$`` and ``\begin…\end``; code spans; MyST roles such as
 ``{glue:text}`…``` and ``{cite:t}`…```; code, math and raw blocks; directive option lines;
 HTML; link targets; MyST comments):
 
