@@ -25,8 +25,10 @@ saves full-page screenshots as ``_build/screenshots/<page>-<width>.png``.
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -378,3 +380,27 @@ def test_layout_at_laptop_and_phone_widths(site: str, browser) -> None:
     offences = [o for r in rows for o in _offences(r)]
     assert not offences, (f"{len(offences)} layout problems (table in "
                           f"{SHOTS / 'layout.txt'}):\n" + "\n".join(offences))
+
+
+def test_ledger_lists_every_checked_claim_and_links_to_its_cell() -> None:
+    """The ledger page has one row per claim of every chapter, each link landing on a cell."""
+    if not (HTML / "book" / "ledger.html").exists():
+        pytest.fail("no ledger page at _build/html/book/ledger.html: run `make book` first")
+    ledger = (HTML / "book" / "ledger.html").read_text()
+    links = re.findall(r'href="([\w./-]+\.html)#(claim-cell-\d+)"', ledger)
+    expected = {}
+    for page in toc_pages():
+        built = HTML / f"{page}.html"
+        text = built.read_text() if built.exists() else ""
+        records = [json.loads(html.unescape(m))
+                   for m in re.findall(r'class="bncore-claims" data-ledger="([^"]*)"', text)]
+        if records:
+            expected[f"{Path(page).name}.html"] = (sum(map(len, records)), text)
+    problems = []
+    for name, (count, text) in expected.items():
+        targets = [anchor for target, anchor in links if Path(target).name == name]
+        if len(targets) != count:
+            problems.append(f"{name}: {count} claims on the page, {len(targets)} in the ledger")
+        problems += [f"{name}: no #{a} on the page" for a in set(targets)
+                     if f'id="{a}"' not in text]
+    assert expected and not problems, "\n".join(problems) or "no page shows a checked claim"
