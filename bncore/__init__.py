@@ -23,8 +23,8 @@ backprop through BN     ``norm.numpy_bn``, ``norm.torch_bn``, ``norm.gradcheck``
 training vs inference   ``norm.inference``, ``norm.fold``, ``theory.running``,
                         ``experiments.eval_gap``
 covariate shift         ``experiments.nets``, ``experiments.train``, ``experiments.diagnostics``
-smoothing               ``experiments.landscape``, ``theory.santurkar``
-gradient explosion      ``experiments.explosion``, ``theory.explosion``
+smoothing               ``experiments.landscape``, ``theory.santurkar``, ``book.static_panels``
+gradient explosion      ``experiments.explosion``, ``theory.explosion``, ``book.static_panels``
 residual connections    ``experiments.resnets``, ``experiments.signal_prop``, ``theory.residual``
 length and direction    ``experiments.gdnp_least_squares``, ``theory.kohler``
 ======================  =====================================================================
