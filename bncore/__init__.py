@@ -24,8 +24,10 @@ training vs inference   ``norm.inference``, ``norm.fold``, ``theory.running``,
                         ``experiments.eval_gap``
 covariate shift         ``experiments.nets``, ``experiments.train``, ``experiments.diagnostics``
 smoothing               ``experiments.landscape``, ``theory.santurkar``, ``book.static_panels``
-gradient explosion      ``experiments.explosion``, ``theory.explosion``, ``book.static_panels``
-residual connections    ``experiments.resnets``, ``experiments.signal_prop``, ``theory.residual``
+gradient explosion      ``experiments.explosion``, ``theory.explosion``, ``book.static_panels``,
+                        ``book.explosion_figures``
+residual connections    ``experiments.resnets``, ``experiments.signal_prop``, ``theory.residual``,
+                        ``book.residual_figures``
 length and direction    ``experiments.gdnp_least_squares``, ``theory.kohler``
 ======================  =====================================================================
 """

@@ -11,17 +11,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import matplotlib as mpl
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from bncore.book.interactive import small_multiples
-from bncore.book.plotting import draw_gradient_profile, draw_landscape_run, draw_stream_variance
+from bncore.book.plotting import (
+    draw_gradient_profile,
+    draw_landscape_run,
+    draw_stream_variance,
+    plot_gradient_profile,
+)
 from bncore.experiments.data import Dataset
 from bncore.experiments.explosion import GradientProfile, simulate
 from bncore.experiments.landscape_trace import simulate_mlp
 from bncore.experiments.signal_prop import signal_propagation_seeds
+from bncore.theory import gradient_explosion_rate, residual_stream_variance
 
 __all__ = [
     "gradient_profile_grid",
@@ -70,15 +78,33 @@ def stream_variance_grid(
     widths: Sequence[int], alphas: Sequence[float], *, depth: int, variant: str = "skipinit",
     seeds: Sequence[int] = (0, 1, 2), batch_size: int = 64,
 ) -> Figure:
-    """Small multiples of :func:`stream_variance_panel` at one depth: width × α."""
-
-    def draw(ax: Axes, width: int, alpha: float) -> None:
-        sp = signal_propagation_seeds(variant, list(seeds), width=width, depth=depth,
-                                      batch_size=batch_size, alpha=alpha)
-        draw_stream_variance(ax, sp, variant, alpha)
-
-    return small_multiples(draw, rows=("width", list(widths)), cols=("α", list(alphas)),
-                           sharey=False)
+    """One panel per width (two a row), the values of α overlaid in colours: E[x_l²] of fresh
+    networks (solid, one line per seed) against (1 + α²)^l·q_0 (dashed).
+    """
+    ncols = min(2, len(widths))
+    nrows = -(-len(widths) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.2 * nrows), squeeze=False,
+                             sharey=True)
+    colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, len(alphas)))
+    for ax, width in zip(axes.ravel(), widths, strict=False):
+        for alpha, color in zip(alphas, colors, strict=True):
+            sp = signal_propagation_seeds(variant, list(seeds), width=width, depth=depth,
+                                          batch_size=batch_size, alpha=alpha)
+            q = sp.second_moment  # (seeds, depth + 1)
+            ell = np.arange(depth + 1)
+            ax.plot(ell, q.T, color=color, alpha=0.7, linewidth=1.0)
+            pred = residual_stream_variance(depth, variant, alpha=alpha,
+                                            input_var=float(q[:, 0].mean()))
+            ax.plot(ell, pred, "--", color="0.15", linewidth=1.0)
+            ax.plot([], [], color=color, label=f"α = {alpha:g}")
+        ax.set(yscale="log", xlabel="block $l$", title=f"width {width}")
+    axes[0, 0].set_ylabel(r"$q_l = E[x_l^2]$")
+    axes[0, 0].plot([], [], "--", color="0.15", linewidth=1.0, label="theory")
+    axes[0, 0].legend(fontsize=9, loc="upper left")
+    for ax in axes.ravel()[len(widths):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
 
 
 def _explosion_profile(
@@ -100,8 +126,8 @@ def gradient_profile_panel(
     """
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     draw_gradient_profile(ax, _explosion_profile(batch_size, activation, depth, eps, width, seeds))
-    ax.set_ylabel(r"$\|\partial L/\partial W^l\|_F^2$")
-    ax.set_title(f"{activation}, B = {batch_size}, ε = {eps:g}: dashed = theory slope")
+    ax.set_ylabel(r"$\|\partial\ell/\partial W^l\|_F^2$")
+    ax.set_title(f"{activation}, m = {batch_size}, ε = {eps:g}: dashed = theory slope")
     fig.tight_layout()
     return fig
 
@@ -110,11 +136,26 @@ def gradient_profile_grid(
     activations: Sequence[str], batch_sizes: Sequence[int], *, depth: int, eps: float = 1e-5,
     width: int = 256, seeds: Sequence[int] = (0, 1, 2),
 ) -> Figure:
-    """Small multiples of :func:`gradient_profile_panel`: activation × batch size."""
-
-    def draw(ax: Axes, activation: str, batch_size: int) -> None:
-        draw_gradient_profile(ax, _explosion_profile(batch_size, activation, depth, eps, width,
-                                                     seeds))
-
-    return small_multiples(draw, rows=("activation", list(activations)),
-                           cols=("B", list(batch_sizes)), panel_size=(3.0, 2.3))
+    """One panel per activation (two a row), the batch sizes overlaid in colours: the
+    weight-gradient profiles of fresh networks against Yang et al.'s slope (dashed, ε → 0).
+    """
+    ncols = min(2, len(activations))
+    nrows = -(-len(activations) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.2 * nrows), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    colors = [mpl.colors.to_hex(cmap(v)) for v in np.linspace(0.0, 0.8, len(batch_sizes))]
+    for ax, activation in zip(axes.ravel(), activations, strict=False):
+        for batch_size, color in zip(batch_sizes, colors, strict=True):
+            profile = _explosion_profile(batch_size, activation, depth, eps, width, seeds)
+            rate = (gradient_explosion_rate(batch_size, activation)
+                    if activation in ("linear", "relu") and batch_size >= 4 else None)
+            plot_gradient_profile(ax, profile, rate=rate, color=color,
+                                  label=f"$m = {batch_size}$")
+        ax.set_title(activation)
+        ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
+    axes[0, 0].set_ylabel(r"$\|\partial\ell/\partial W^l\|_F^2$")
+    axes[0, 0].legend(fontsize=9, loc="upper right")
+    for ax in axes.ravel()[len(activations):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
