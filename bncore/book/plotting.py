@@ -154,7 +154,7 @@ def lr_sweep_figure(sweeps: dict[str, LRSweep], *, threshold: float | None = Non
 
 
 def draw_landscape_run(ax: Axes, trace: ProbeTrace, norm: str) -> Figure:
-    """One run's training loss L(θ_t) with the range of L(θ_t − ηg_t) over η shaded.
+    """One run's training loss ℓ(θ_t) with the range of ℓ(θ_t − ηg_t) over η shaded.
 
     Used by the smoothing chapter's simulator (live panel and static small multiples);
     returns the axes' figure. A diverged run is drawn up to its last probe, and a cross at the
@@ -187,7 +187,7 @@ __all__ += ["draw_landscape_run", "landscape_figure", "lr_sweep_figure"]
 def draw_stream_variance(
     ax: Axes, sp: SignalProp, variant: str, alpha: float | None = None
 ) -> Figure:
-    """Measured E[x_ℓ²] of residual networks (one line per seed) against the prediction of
+    """Measured E[x_l²] of residual networks (one line per seed) against the prediction of
     :func:`bncore.theory.residual_stream_variance`, on a log axis; returns the axes' figure.
 
     ``sp`` is what :func:`bncore.experiments.signal_prop.signal_propagation_seeds` measured for
@@ -206,7 +206,7 @@ def draw_stream_variance(
     # its float noise; label decades only.
     ax.set_ylim(min(0.5, 0.8 * float(q.min())), max(2.0, 1.25 * float(q.max())))
     ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
-    ax.set_xlabel("block ℓ")
+    ax.set_xlabel("block $l$")
     return _figure_of(ax)
 
 
@@ -251,7 +251,7 @@ def draw_gradient_profile(ax: Axes, profile: GradientProfile) -> Figure:
 
     ``profile`` is what :func:`bncore.experiments.explosion.simulate` measured. The theory's slope
     (ε → 0, :func:`bncore.theory.gradient_explosion_rate`) is drawn for linear and ReLU networks
-    with B ≥ 4, and the rate fitted over the middle three fifths of the layers is written in the
+    with m ≥ 4, and the rate fitted over the middle three fifths of the layers is written in the
     panel. Used by the gradient-explosion chapter's simulator.
     """
     b, act, depth = profile.batch_size, profile.activation, profile.depth

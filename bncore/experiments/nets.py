@@ -1,8 +1,9 @@
 r"""Small networks with pluggable normalization: the models the experiment chapters train.
 
 Every hidden block is ``linear → norm → activation`` (the placement of Ioffe & Szegedy 2015,
-§3.2: BN is applied to the pre-activation :math:`Wu + b`), and a final linear ``head`` maps to
-the logits. The normalization is chosen by name with :func:`make_norm`:
+§3.2: BN is applied to the pre-activation :math:`x = Wz + b` of the layer input z, their
+:math:`Wu + b`), and a final linear ``head`` maps to the logits. The normalization is chosen
+by name with :func:`make_norm`:
 
 - ``"none"``: ``nn.Identity`` (the "standard" network of Santurkar et al. 2018),
 - ``"bn"``: the book's :class:`bncore.norm.torch_bn.BatchNorm1d` / ``BatchNorm2d``,
