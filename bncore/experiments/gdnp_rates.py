@@ -57,7 +57,7 @@ class RateComparison:
     factor1_first_violation
         First t at which GDNP with factor 1 exceeds the bound, or −1 if it never does.
     factor1_predicted_rate
-        Asymptotic contraction of GDNP with factor 1, max_i (1 − 2θ_i/L)².
+        Asymptotic contraction of GDNP with factor 1, max_i (1 − 2ν̃_i/ν_d)².
     gdnp_iters, gd_iters
         Iterations GDNP (factor 2) and GD need to bring their gap below 1e-8 of its start.
     """
