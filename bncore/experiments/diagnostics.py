@@ -248,12 +248,12 @@ def ics_measure(
     .. math::
 
         \begin{aligned}
-        G_{t,i} &= \nabla_{W_i}\mathcal L(W_1^t,\dots,W_k^t;\,x_t,y_t),\\
-        G'_{t,i} &= \nabla_{W_i}\mathcal L(W_1^{t+1},\dots,W_{i-1}^{t+1},W_i^t,\dots,W_k^t;\,
+        G_{t,i} &= \nabla_{W_i}\ell(W_1^t,\dots,W_k^t;\,x_t,y_t),\\
+        G'_{t,i} &= \nabla_{W_i}\ell(W_1^{t+1},\dots,W_{i-1}^{t+1},W_i^t,\dots,W_k^t;\,
         x_t,y_t),
         \end{aligned}
 
-    where :math:`W_j^{t+1} = W_j^t - \eta\,\nabla_{W_j}\mathcal L(W^t)` is one plain SGD step
+    where :math:`W_j^{t+1} = W_j^t - \eta\,\nabla_{W_j}\ell(W^t)` is one plain SGD step
     with learning rate ``lr`` = η (all parameters of layer j: weight, bias, BN γ and β). The
     ICS of layer i is :math:`\|G_{t,i}-G'_{t,i}\|_2` and the cosine of the angle between them.
     G′ is the gradient layer i would see if only the layers before it had moved: the change
