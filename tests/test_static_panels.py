@@ -94,6 +94,14 @@ def test_gradient_profile_slider_has_a_frame_per_batch_size_activation_and_eps()
     assert_offline(panel.data)
 
 
+def test_gradient_profile_slider_offers_eps_only_with_more_than_one_value():
+    panel = static_panels.gradient_profile_slider((4, 8), ("relu",), depth=6, width=16,
+                                                  seeds=(0,))
+    assert panel.frames == 2
+    assert payload(panel.data)["labels"] == [["4", "8"], ["relu"]]
+    assert "BN's ε" not in panel.data
+
+
 def test_landscape_slider_has_a_frame_per_depth_and_learning_rate():
     panel = static_panels.landscape_slider(digits(), depths=(1,), lrs=(0.1, 0.2), steps=3)
     assert panel.frames == 2

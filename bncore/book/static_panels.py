@@ -193,7 +193,7 @@ def _relative_to_last_layer(profile: GradientProfile) -> GradientProfile:
 def gradient_profile_slider(
     batch_sizes: Sequence[int] = (4, 8, 16, 32, 128),
     activations: Sequence[str] = ("linear", "relu"),
-    eps_values: Sequence[float] = (1e-5, 1.0),
+    eps_values: Sequence[float] = (1e-5,),
     *,
     depth: int = 50,
     width: int = 256,
@@ -201,7 +201,8 @@ def gradient_profile_slider(
     device: torch.device | str | None = None,
 ) -> SliderPanel:
     """The gradient-explosion simulator for the HTML book: a slider over the batch size m,
-    menus for the activation and BN's ε.
+    a menu for the activation, and one for BN's ε when more than one value is given (each
+    frame costs a simulation; the chapter's ε-sweep covers ε).
 
     Each frame simulates fresh BN networks (:func:`bncore.experiments.explosion.simulate`, in
     float64) and draws ‖∂ℓ/∂W^l‖² per layer relative to the last layer, one thin line per
@@ -218,7 +219,7 @@ def gradient_profile_slider(
     lo = min(float(p.grad_w_sq.min()) for p in profiles.values())
     hi = max(float(p.grad_w_sq.max()) for p in profiles.values())
 
-    def draw(m: int, activation: str, eps: float) -> Figure:
+    def draw(m: int, activation: str, eps: float = eps_values[0]) -> Figure:
         fig, ax = plt.subplots(figsize=(6.4, 3.4))
         draw_gradient_profile(ax, profiles[m, activation, eps])
         ax.set_ylim(lo / 3, hi * 3)
@@ -227,11 +228,13 @@ def gradient_profile_slider(
         fig.tight_layout()
         return fig
 
+    controls: dict[str, list[Any]] = {"m": list(batch_sizes), "activation": list(activations)}
+    if len(eps_values) > 1:
+        controls["eps"] = list(eps_values)
     return slider_panel(
-        draw, {"m": list(batch_sizes), "activation": list(activations), "eps": list(eps_values)},
+        draw, controls,
         labels={"m": "batch size m", "activation": "activation", "eps": "BN's ε"},
-        initial={"m": batch_sizes[len(batch_sizes) // 2], "activation": activations[-1],
-                 "eps": eps_values[0]},
+        initial={"m": batch_sizes[len(batch_sizes) // 2], "activation": activations[-1]},
         alt="per-layer squared weight-gradient norms of BN networks at initialization",
     )
 
