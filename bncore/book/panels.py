@@ -2,9 +2,10 @@
 
 Each panel is a pair for :func:`bncore.book.interactive.simulator`: a ``*_panel`` function that
 runs one setting (through :mod:`bncore.experiments`) and draws it (through
-:mod:`bncore.book.plotting`), and a ``*_grid`` function that draws the static small multiples
-the rendered book shows instead of the live controls. A notebook binds the data with
-``functools.partial``.
+:mod:`bncore.book.plotting`), and a static view for the rendered book, which has no kernel: a
+``*_grid`` function that draws small multiples, or a slider over precomputed frames from
+:mod:`bncore.book.static_panels` (the gradient-explosion and smoothing panels). A notebook binds
+the data with ``functools.partial``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ __all__ = [
 
 def landscape_panel(data: Dataset, lr: float, depth: int, bn: bool) -> Figure:
     """Train and probe one small MLP (:func:`~bncore.experiments.landscape_trace.simulate_mlp`) and
-    draw its loss with the range of L(θ − ηg) shaded.
+    draw its loss with the range of ℓ(θ − ηg) shaded.
     """
     norm = "bn" if bn else "none"
     _, ax = plt.subplots(figsize=(5, 3))
