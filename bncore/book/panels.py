@@ -112,7 +112,7 @@ def _explosion_profile(
     batch_size: int, activation: str, depth: int, eps: float, width: int, seeds: Sequence[int]
 ) -> GradientProfile:
     """:func:`~bncore.experiments.explosion.simulate` in float64: over 100 layers the norms span
-    more than float32's range (B = 4, or a large ε).
+    more than float32's range (m = 4, or a large ε).
     """
     return simulate(batch_size, activation=activation, width=width, depth=depth, eps=eps,
                     seeds=seeds, dtype=torch.float64)
