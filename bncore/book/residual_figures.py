@@ -88,7 +88,7 @@ def signal_propagation_figure(spp: Mapping[str, SignalProp]) -> Figure:
     legend. Fixup and SkipInit have zero branches at initialization and no curve in the third
     panel; SkipInit is dashed so that it shows on top of Fixup's identical flat line.
     """
-    fig, axes = plt.subplots(2, 2, figsize=(6.6, 5.6), sharex=True)
+    fig, axes = plt.subplots(2, 2, figsize=(6.6, 5.6))
     ax_mean, ax_var, ax_branch, ax_leg = axes.ravel()
     depth = next(iter(spp.values())).sq_mean.shape[1] - 1
     ell, blocks = np.arange(depth + 1), np.arange(1, depth + 1)
@@ -104,7 +104,6 @@ def signal_propagation_figure(spp: Mapping[str, SignalProp]) -> Figure:
     titles = ("avg. channel squared mean", "avg. channel variance", "residual-branch variance")
     for ax, title in zip((ax_mean, ax_var, ax_branch), titles, strict=True):
         ax.set(yscale="log", xlabel="block $l$", title=title)
-    ax_leg.xaxis.set_tick_params(labelbottom=False)
     _legend_cell(ax_leg, ax_mean)
     fig.tight_layout()
     return fig
