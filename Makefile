@@ -73,8 +73,9 @@ book: $(STAMP)
 # Headless Chromium over every page of the built book, offline (run `make book` first).
 test-browser: $(STAMP)
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || $(MAKE) browser-deps
-	$(BIN)/python -m pytest tests/browser -m browser -p no:cacheprovider -v
-	@echo "Screenshots: $(abspath _build/screenshots)"
+	$(BIN)/python -m pytest tests/browser -m browser -p no:cacheprovider -v; status=$$?; \
+		cat _build/screenshots/layout.txt 2>/dev/null; \
+		echo "Screenshots: $(abspath _build/screenshots)"; exit $$status
 
 # Debian's Chromium and its driver (the system browser, not a downloaded one).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -17,14 +17,17 @@ Chapter → module:
 ======================  =====================================================================
 chapter                 modules
 ======================  =====================================================================
+BN in one picture       ``experiments.nets``, ``book.diagrams``
 the BN transform        ``norm.numpy_bn``, ``norm.torch_bn``, ``norm.stats``
 backprop through BN     ``norm.numpy_bn``, ``norm.torch_bn``, ``norm.gradcheck``, ``norm.jacobian``
 training vs inference   ``norm.inference``, ``norm.fold``, ``theory.running``,
                         ``experiments.eval_gap``
 covariate shift         ``experiments.nets``, ``experiments.train``, ``experiments.diagnostics``
-smoothing               ``experiments.landscape``, ``theory.santurkar``
-gradient explosion      ``experiments.explosion``, ``theory.explosion``
-residual connections    ``experiments.resnets``, ``experiments.signal_prop``, ``theory.residual``
+smoothing               ``experiments.landscape``, ``theory.santurkar``, ``book.static_panels``
+gradient explosion      ``experiments.explosion``, ``theory.explosion``, ``book.static_panels``,
+                        ``book.explosion_figures``
+residual connections    ``experiments.resnets``, ``experiments.signal_prop``, ``theory.residual``,
+                        ``book.residual_figures``
 length and direction    ``experiments.gdnp_least_squares``, ``theory.kohler``
 small batches           ``norm.axis_norm``, ``norm.group_norm``, ``norm.layer_norm``,
                         ``norm.instance_norm``, ``norm.numpy_norms``, ``norm.batch_renorm``,

@@ -141,11 +141,24 @@ def test_all_unit_percentiles_match_numpy():
         np.testing.assert_allclose(got[:, c], unit_percentiles(z, c, (15, 50, 85)))
 
 
+def test_noise_drift_theory_per_example_mean_is_two_thirds_a_std_below_shared():
+    """Per-example noise: the mean drift is E|b − b′| = 2a/3 (Monte Carlo error ≈ 0.5/√draws),
+    and the std √(γ² + s²) moves by less than s does, (k − 1)/3, since
+    |√(γ² + s²) − √(γ² + s′²)| ≤ |s − s′|.
+    """
+    a, k = 1.5, 3.0
+    th = noise_drift_theory(a, k, draws=400_000)
+    assert abs(th.mean_change - 2 * a / 3) < 5 * 0.5 * 2 * a / np.sqrt(400_000)
+    assert 0 < th.std_change < (k - 1) / 3
+    probe = noise_drift_theory(a, k, probe_size=64, draws=400_000)
+    assert probe.mean_change > th.mean_change  # the probe's sampling noise adds drift
+
+
 def test_noise_drift_theory_matches_simulation():
     """E|U − U′| = w/3 for U, U′ ~ U(0, w): simulate 200 000 pairs (s.e. ≈ 0.24 % of w)."""
     rng = np.random.default_rng(0)
     a, k = 1.5, 3.0
-    th = noise_drift_theory(a, k)
+    th = noise_drift_theory(a, k, per_example=False)
     b = rng.uniform(-a, a, size=(2, 200_000))
     s = rng.uniform(1, k, size=(2, 200_000))
     assert abs(np.abs(b[0] - b[1]).mean() - th.mean_change) < 0.01 * 2 * a

@@ -112,15 +112,46 @@ def test_layer_weights_and_groups():
     assert sum(len(g) for g in groups) == len(list(net.parameters()))
 
 
-def test_noisy_bn_output_is_scaled_shifted_bn():
+def test_shared_noisy_bn_output_is_scaled_shifted_bn():
     torch.manual_seed(0)
-    noisy = NoisyBatchNorm(6, mean_scale=0.7, std_scale=3.0, seed=1)
+    noisy = NoisyBatchNorm(6, mean_scale=0.7, std_scale=3.0, seed=1, per_example=False)
     plain = BatchNorm1d(6)
     x = torch.randn(32, 6) * 2 + 1
     y = noisy(x)
     expected = plain(x) * noisy.last_scale + noisy.last_shift
     torch.testing.assert_close(y, expected)
     torch.testing.assert_close(noisy.bn.running_mean, plain.running_mean)
+
+
+def test_per_example_noise_is_iid_with_the_steps_mean_and_scale():
+    """Santurkar et al. §2.1: y = BN(x) + ξ, ξ_ij ~ N(b_j, s_j²) i.i.d. over the examples."""
+    torch.manual_seed(0)
+    m, c = 4000, 5
+    noisy = NoisyBatchNorm(c, mean_scale=1.0, std_scale=2.0, seed=3)
+    plain = BatchNorm1d(c)
+    x = torch.randn(m, c) * 2 + 1
+    xi = (noisy(x) - plain(x)).double()  # (m, C): the noise alone
+    b, s = noisy.last_shift.double(), noisy.last_scale.double()
+    # 5 standard errors of a mean (s/√m) and of a Gaussian sample sd (s/√(2m))
+    assert torch.all((xi.mean(0) - b).abs() < 5 * s / math.sqrt(m))
+    assert torch.all((xi.std(0) - s).abs() < 5 * s / math.sqrt(2 * m))
+    # independent over examples: the lag-1 correlation is within 5/√m of 0
+    z = (xi - xi.mean(0)) / xi.std(0)
+    assert torch.all((z[1:] * z[:-1]).mean(0).abs() < 5 / math.sqrt(m))
+    # a new distribution at the next step
+    noisy(x)
+    assert not torch.equal(noisy.last_shift.double(), b)
+
+
+def test_per_example_noise_in_probe_mode_is_the_steps_noise():
+    torch.manual_seed(0)
+    net = MLP(4, 6, 2, 2, norm="noisy_bn")
+    x = torch.randn(8, 4)
+    y0 = net(x)
+    with probe_mode(net):
+        torch.testing.assert_close(net(x), y0)  # the same batch shape reuses the step's noise
+        big = torch.randn(64, 4)
+        torch.testing.assert_close(net(big), net(big))  # other shapes: one draw per step
 
 
 def test_noisy_bn_noise_statistics_match_configuration():

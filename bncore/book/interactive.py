@@ -2,8 +2,9 @@
 
 In Jupyter a panel is a set of ipywidgets controls that re-run a small experiment and redraw its
 figure. In the rendered book (``BNCORE_WIDGETS=0``, see
-:func:`bncore.experiments.runtime.widgets_enabled`) the same experiment is drawn once over a grid of
-settings as small multiples, so that a reader of the HTML sees what the sliders would show.
+:func:`bncore.experiments.runtime.widgets_enabled`) there is no kernel to re-run it, so the same
+experiment is shown precomputed: as small multiples over a grid of settings, or as a slider over
+precomputed frames that works in the static HTML (:mod:`bncore.book.static_panels`).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def small_multiples(
 def simulator(
     run: Callable[..., Figure | None],
     controls: dict[str, Any],
-    static: Callable[[], Figure],
+    static: Callable[[], object],
 ) -> None:
     """Show a live panel in Jupyter, or the static fallback in the book.
 
@@ -67,12 +68,19 @@ def simulator(
         ipywidgets controls (or abbreviations such as ``(1, 10)`` or ``["a", "b"]``) passed to
         ``ipywidgets.interact_manual``.
     static
-        Draws the fallback figure, typically :func:`small_multiples` over the same grid.
+        Draws the fallback: a figure, typically :func:`small_multiples` over the same grid, or
+        a slider over precomputed frames (:func:`bncore.book.static_panels.slider_panel`),
+        which carries its own HTML.
 
-    Either way the output is displayed by the notebook (the inline backend shows the figure).
+    Either way the output is displayed by the notebook: the inline backend shows a figure, and
+    any other fallback is displayed here.
     """
     if not widgets_enabled():
-        static()
+        shown = static()
+        if shown is not None and not isinstance(shown, Figure):
+            from IPython.display import display  # present wherever a notebook runs
+
+            display(shown)
         return
     import ipywidgets  # optional (the book extra): imported only where a live panel is shown
 

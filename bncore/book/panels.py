@@ -2,16 +2,19 @@
 
 Each panel is a pair for :func:`bncore.book.interactive.simulator`: a ``*_panel`` function that
 runs one setting (through :mod:`bncore.experiments`) and draws it (through
-:mod:`bncore.book.plotting`), and a ``*_grid`` function that draws the static small multiples
-the rendered book shows instead of the live controls. A notebook binds the data with
-``functools.partial``.
+:mod:`bncore.book.plotting`), and a static view for the rendered book, which has no kernel: a
+``*_grid`` function that draws small multiples, or a slider over precomputed frames from
+:mod:`bncore.book.static_panels` (the gradient-explosion and smoothing panels). A notebook binds
+the data with ``functools.partial``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import matplotlib as mpl
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -23,12 +26,14 @@ from bncore.book.plotting import (
     draw_gradient_profile,
     draw_landscape_run,
     draw_stream_variance,
+    plot_gradient_profile,
 )
 from bncore.experiments.data import Dataset
 from bncore.experiments.explosion import GradientProfile, simulate
 from bncore.experiments.landscape_trace import simulate_mlp
 from bncore.experiments.lr_init_grid import LRInitGrid, lr_init_grid
 from bncore.experiments.signal_prop import signal_propagation_seeds
+from bncore.theory import gradient_explosion_rate, residual_stream_variance
 
 __all__ = [
     "gradient_profile_grid",
@@ -44,7 +49,7 @@ __all__ = [
 
 def landscape_panel(data: Dataset, lr: float, depth: int, bn: bool) -> Figure:
     """Train and probe one small MLP (:func:`~bncore.experiments.landscape_trace.simulate_mlp`) and
-    draw its loss with the range of L(θ − ηg) shaded.
+    draw its loss with the range of ℓ(θ − ηg) shaded.
     """
     norm = "bn" if bn else "none"
     _, ax = plt.subplots(figsize=(5, 3))
@@ -79,22 +84,40 @@ def stream_variance_grid(
     widths: Sequence[int], alphas: Sequence[float], *, depth: int, variant: str = "skipinit",
     seeds: Sequence[int] = (0, 1, 2), batch_size: int = 64,
 ) -> Figure:
-    """Small multiples of :func:`stream_variance_panel` at one depth: width × α."""
-
-    def draw(ax: Axes, width: int, alpha: float) -> None:
-        sp = signal_propagation_seeds(variant, list(seeds), width=width, depth=depth,
-                                      batch_size=batch_size, alpha=alpha)
-        draw_stream_variance(ax, sp, variant, alpha)
-
-    return small_multiples(draw, rows=("width", list(widths)), cols=("α", list(alphas)),
-                           sharey=False)
+    """One panel per width (two a row), the values of α overlaid in colours: E[x_l²] of fresh
+    networks (solid, one line per seed) against (1 + α²)^l·q_0 (dashed).
+    """
+    ncols = min(2, len(widths))
+    nrows = -(-len(widths) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.2 * nrows), squeeze=False,
+                             sharey=True)
+    colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, len(alphas)))
+    for ax, width in zip(axes.ravel(), widths, strict=False):
+        for alpha, color in zip(alphas, colors, strict=True):
+            sp = signal_propagation_seeds(variant, list(seeds), width=width, depth=depth,
+                                          batch_size=batch_size, alpha=alpha)
+            q = sp.second_moment  # (seeds, depth + 1)
+            ell = np.arange(depth + 1)
+            ax.plot(ell, q.T, color=color, alpha=0.7, linewidth=1.0)
+            pred = residual_stream_variance(depth, variant, alpha=alpha,
+                                            input_var=float(q[:, 0].mean()))
+            ax.plot(ell, pred, "--", color="0.15", linewidth=1.0)
+            ax.plot([], [], color=color, label=f"α = {alpha:g}")
+        ax.set(yscale="log", xlabel="block $l$", title=f"width {width}")
+    axes[0, 0].set_ylabel(r"$q_l = E[x_l^2]$")
+    axes[0, 0].plot([], [], "--", color="0.15", linewidth=1.0, label="theory")
+    axes[0, 0].legend(fontsize=9, loc="upper left")
+    for ax in axes.ravel()[len(widths):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
 
 
 def _explosion_profile(
     batch_size: int, activation: str, depth: int, eps: float, width: int, seeds: Sequence[int]
 ) -> GradientProfile:
     """:func:`~bncore.experiments.explosion.simulate` in float64: over 100 layers the norms span
-    more than float32's range (B = 4, or a large ε).
+    more than float32's range (m = 4, or a large ε).
     """
     return simulate(batch_size, activation=activation, width=width, depth=depth, eps=eps,
                     seeds=seeds, dtype=torch.float64)
@@ -109,8 +132,8 @@ def gradient_profile_panel(
     """
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     draw_gradient_profile(ax, _explosion_profile(batch_size, activation, depth, eps, width, seeds))
-    ax.set_ylabel(r"$\|\partial L/\partial W^l\|_F^2$")
-    ax.set_title(f"{activation}, B = {batch_size}, ε = {eps:g}: dashed = theory slope")
+    ax.set_ylabel(r"$\|\partial\ell/\partial W^l\|_F^2$")
+    ax.set_title(f"{activation}, m = {batch_size}, ε = {eps:g}: dashed = theory slope")
     fig.tight_layout()
     return fig
 
@@ -119,14 +142,29 @@ def gradient_profile_grid(
     activations: Sequence[str], batch_sizes: Sequence[int], *, depth: int, eps: float = 1e-5,
     width: int = 256, seeds: Sequence[int] = (0, 1, 2),
 ) -> Figure:
-    """Small multiples of :func:`gradient_profile_panel`: activation × batch size."""
-
-    def draw(ax: Axes, activation: str, batch_size: int) -> None:
-        draw_gradient_profile(ax, _explosion_profile(batch_size, activation, depth, eps, width,
-                                                     seeds))
-
-    return small_multiples(draw, rows=("activation", list(activations)),
-                           cols=("B", list(batch_sizes)), panel_size=(3.0, 2.3))
+    """One panel per activation (two a row), the batch sizes overlaid in colours: the
+    weight-gradient profiles of fresh networks against Yang et al.'s slope (dashed, ε → 0).
+    """
+    ncols = min(2, len(activations))
+    nrows = -(-len(activations) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.2 * nrows), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    colors = [mpl.colors.to_hex(cmap(v)) for v in np.linspace(0.0, 0.8, len(batch_sizes))]
+    for ax, activation in zip(axes.ravel(), activations, strict=False):
+        for batch_size, color in zip(batch_sizes, colors, strict=True):
+            profile = _explosion_profile(batch_size, activation, depth, eps, width, seeds)
+            rate = (gradient_explosion_rate(batch_size, activation)
+                    if activation in ("linear", "relu") and batch_size >= 4 else None)
+            plot_gradient_profile(ax, profile, rate=rate, color=color,
+                                  label=f"$m = {batch_size}$")
+        ax.set_title(activation)
+        ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
+    axes[0, 0].set_ylabel(r"$\|\partial\ell/\partial W^l\|_F^2$")
+    axes[0, 0].legend(fontsize=9, loc="upper right")
+    for ax in axes.ravel()[len(activations):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
 
 
 def _draw_lr_init_cell(ax: Axes, grids: dict[str, LRInitGrid], i: int, j: int) -> None:

@@ -91,30 +91,34 @@ def landscape_figure(traces: dict[str, list[ProbeTrace]]) -> Figure:
     """Santurkar et al. (2018), Fig. 4, for ``traces = {norm: [ProbeTrace per seed]}``
     (:class:`bncore.experiments.landscape_trace.ProbeTrace`).
 
-    Three panels over training steps: (a) the range of L(θ − ηg) over the step sizes η (and
-    seeds) around the median, (b) the range of ‖∇L(θ) − ∇L(θ − ηg)‖, (c) the effective
-    β-smoothness, with the range over seeds shaded. Colours from :data:`NORM_COLORS`.
+    Three panels over training steps, two a row: (a) the range of ℓ(θ − ηg) over the step sizes
+    η (and seeds) around the median, (b) the range of ‖∇ℓ(θ) − ∇ℓ(θ − ηg)‖, (c) the effective
+    smoothness K_eff, with the range over seeds shaded; the legend fills the fourth cell.
+    Colours from :data:`NORM_COLORS`.
     """
-    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.3))
+    fig, axes = plt.subplots(2, 2, figsize=(6.4, 5.4))
+    panels = axes.ravel()[:3]
     for norm, runs in traces.items():
         color, label = NORM_COLORS.get(norm, "k"), NORM_LABELS.get(norm, norm)
         step = runs[0].step
         losses = np.concatenate([r.losses.T for r in runs])  # (seeds·K, P)
         change = np.concatenate([r.grad_change.T for r in runs])
         beta = np.stack([r.beta for r in runs])  # (seeds, P)
-        band(axes[0], step, losses, color=color, label=label)
-        band(axes[1], step, change, color=color, label=label)
-        band(axes[2], step, beta, color=color, label=label)
+        for ax, values in zip(panels, (losses, change, beta), strict=True):
+            band(ax, step, values, color=color, label=label)
     titles = ("(a) loss along the gradient", "(b) gradient predictiveness",
-              "(c) effective β-smoothness")
-    ylabels = (r"$L(\theta-\eta g)$", r"$\|\nabla L(\theta)-\nabla L(\theta-\eta g)\|$",
-               r"$\max_\eta \|\Delta\nabla L\| / \|\eta g\|$")
-    for ax, t, yl in zip(axes, titles, ylabels, strict=True):
+              "(c) effective smoothness")
+    ylabels = (r"$\ell(\theta-\eta g)$", r"$\|\nabla\ell(\theta)-\nabla\ell(\theta-\eta g)\|$",
+               r"$K_{\mathrm{eff}}$")
+    for ax, t, yl in zip(panels, titles, ylabels, strict=True):
         ax.set_title(t)
-        ax.set_xlabel("training step")
         ax.set_ylabel(yl)
         ax.set_yscale("log")
-    axes[0].legend(loc="upper right")
+    for ax in panels[1:]:  # (b) and (c) have no panel below them
+        ax.set_xlabel("training step")
+    axes[1, 1].axis("off")
+    handles, labels = panels[0].get_legend_handles_labels()
+    axes[1, 1].legend(handles, labels, loc="center", title="median and range")
     fig.tight_layout()
     return fig
 
@@ -141,7 +145,7 @@ def lr_sweep_figure(sweeps: dict[str, LRSweep], *, threshold: float | None = Non
     level = threshold if threshold is not None else next(iter(sweeps.values())).threshold
     ax.axhline(level, color="0.5", linewidth=0.8, linestyle="--")
     ax.set_xscale("log")
-    ax.set_xlabel("learning rate η")
+    ax.set_xlabel(r"learning rate $\eta$")
     ax.set_ylabel("final test accuracy")
     ax.set_ylim(-0.03, 1.03)
     ax.legend(loc="lower left")
@@ -150,7 +154,7 @@ def lr_sweep_figure(sweeps: dict[str, LRSweep], *, threshold: float | None = Non
 
 
 def draw_landscape_run(ax: Axes, trace: ProbeTrace, norm: str) -> Figure:
-    """One run's training loss L(θ_t) with the range of L(θ_t − ηg_t) over η shaded.
+    """One run's training loss ℓ(θ_t) with the range of ℓ(θ_t − ηg_t) over η shaded.
 
     Used by the smoothing chapter's simulator (live panel and static small multiples);
     returns the axes' figure. A diverged run is drawn up to its last probe, and a cross at the
@@ -183,7 +187,7 @@ __all__ += ["draw_landscape_run", "landscape_figure", "lr_sweep_figure"]
 def draw_stream_variance(
     ax: Axes, sp: SignalProp, variant: str, alpha: float | None = None
 ) -> Figure:
-    """Measured E[x_ℓ²] of residual networks (one line per seed) against the prediction of
+    """Measured E[x_l²] of residual networks (one line per seed) against the prediction of
     :func:`bncore.theory.residual_stream_variance`, on a log axis; returns the axes' figure.
 
     ``sp`` is what :func:`bncore.experiments.signal_prop.signal_propagation_seeds` measured for
@@ -202,7 +206,7 @@ def draw_stream_variance(
     # its float noise; label decades only.
     ax.set_ylim(min(0.5, 0.8 * float(q.min())), max(2.0, 1.25 * float(q.max())))
     ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
-    ax.set_xlabel("block ℓ")
+    ax.set_xlabel("block $l$")
     return _figure_of(ax)
 
 
@@ -247,7 +251,7 @@ def draw_gradient_profile(ax: Axes, profile: GradientProfile) -> Figure:
 
     ``profile`` is what :func:`bncore.experiments.explosion.simulate` measured. The theory's slope
     (ε → 0, :func:`bncore.theory.gradient_explosion_rate`) is drawn for linear and ReLU networks
-    with B ≥ 4, and the rate fitted over the middle three fifths of the layers is written in the
+    with m ≥ 4, and the rate fitted over the middle three fifths of the layers is written in the
     panel. Used by the gradient-explosion chapter's simulator.
     """
     b, act, depth = profile.batch_size, profile.activation, profile.depth
@@ -264,3 +268,83 @@ def draw_gradient_profile(ax: Axes, profile: GradientProfile) -> Figure:
 
 
 __all__ += ["ACTIVATION_COLORS", "draw_gradient_profile", "plot_gradient_profile"]
+
+
+def percentile_figure(
+    steps: np.ndarray, pct: dict[str, np.ndarray], unit: int, layer: int
+) -> Figure:
+    """Ioffe & Szegedy's Fig. 1(b, c): the 15th, 50th and 85th percentiles of one unit's input to
+    its nonlinearity over training, one panel per normalization (at most two, side by side).
+
+    ``pct[norm]``: ``(T, 3, C)`` percentiles of one run at ``steps``; ``unit`` picks the column,
+    ``layer`` (0-based) only labels the axis. Used by the covariate-shift chapter.
+    """
+    norms = list(pct)[:2]
+    fig, axes = plt.subplots(1, len(norms), figsize=(6.4, 3.0), sharey=True, squeeze=False)
+    for ax, norm in zip(axes[0], norms, strict=True):
+        for q, style in zip(range(3), [":", "-", ":"], strict=True):
+            ax.plot(steps, pct[norm][:, q, unit], style, color=NORM_COLORS[norm])
+        ax.set(xlabel="step", title=NORM_LABELS[norm])
+    axes[0, 0].set_ylabel(f"input of unit {unit}, layer {layer + 1}")
+    axes[0, 0].plot([], [], "-", color="grey", label="median")
+    axes[0, 0].plot([], [], ":", color="grey", label="15th, 85th pct.")
+    axes[0, 0].legend(loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def noisy_bn_figure(
+    eval_steps: np.ndarray,
+    test_acc: dict[str, np.ndarray],
+    probe_steps: np.ndarray,
+    pct: dict[str, np.ndarray],
+    unit: int,
+    drifts: dict[str, np.ndarray],
+    theory: float,
+) -> Figure:
+    """Santurkar et al.'s noisy-BN experiment in three panels: (a) test accuracy (median and
+    range over seeds, ``test_acc[norm]: (seeds, evals)``), (b) one unit's median and 15–85th
+    percentile band (``pct[norm]: (T, 3, C)``, BN and noisy BN), (c) the mean drift per layer
+    (``drifts[norm]: (seeds, layers)``, bars: mean, whiskers: range) against ``theory``.
+
+    Two panels a row: (a) and (b) on top, (c) across the bottom. Used by the covariate-shift
+    chapter.
+    """
+    fig = plt.figure(figsize=(6.4, 5.8))
+    grid = fig.add_gridspec(2, 2)
+    ax_acc, ax_pct = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
+    ax_drift = fig.add_subplot(grid[1, :])
+    for norm, acc in test_acc.items():
+        band(ax_acc, eval_steps, acc, color=NORM_COLORS[norm], label=NORM_LABELS[norm])
+    ax_acc.set(xlabel="step", ylabel="test accuracy", title="(a) test accuracy")
+    ax_acc.legend(loc="lower right")
+    for norm in ("bn", "noisy_bn"):
+        p = pct[norm]
+        ax_pct.fill_between(probe_steps, p[:, 0, unit], p[:, 2, unit], linewidth=0,
+                            color=NORM_COLORS[norm], alpha=0.3)
+        ax_pct.plot(probe_steps, p[:, 1, unit], color=NORM_COLORS[norm],
+                    label=NORM_LABELS[norm])
+    ax_pct.set(xlabel="step", ylabel=f"input of unit {unit}",
+               title="(b) median, 15–85th pct.")
+    ax_pct.legend(loc="lower right")
+    x = np.arange(next(iter(drifts.values())).shape[1])
+    width = 0.8 / len(drifts)
+    for i, (norm, d) in enumerate(drifts.items()):
+        mean = d.mean(axis=0)
+        ax_drift.bar(x + (i - (len(drifts) - 1) / 2) * width, mean, width,
+                     color=NORM_COLORS[norm], label=NORM_LABELS[norm],
+                     yerr=[mean - d.min(axis=0), d.max(axis=0) - mean])
+    ax_drift.axhline(theory, color=NORM_COLORS["theory"], ls="--", lw=1,
+                     label="noise alone (theory)")
+    ax_drift.set(yscale="log", xticks=x, xticklabels=[f"layer {i + 1}" for i in x],
+                 ylabel="change of a unit's mean\nbetween records",
+                 title="(c) drift of the unit means")
+    lows = [d.min() for d in drifts.values()]
+    highs = [d.max() for d in drifts.values()] + [theory]
+    ax_drift.set_ylim(min(lows) / 3, max(highs) * 60)  # room for the legend
+    ax_drift.legend(loc="upper left", ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["noisy_bn_figure", "percentile_figure"]

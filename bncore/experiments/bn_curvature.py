@@ -1,15 +1,18 @@
 r"""Gradient and curvature through one batch-norm layer: Santurkar et al. (2018), Thm 4.1 and 4.2.
 
-For a loss L(z) above a BN layer z = γ·ŷ + β, ŷ = (y − μ_B)/σ_B (training mode), write
-L̂(y) = L(BN(y)), ĝ = ∇_z L and v = ∇_y L̂. Santurkar et al. bound, per channel j,
+In the book's notation: BN maps its input x to y = γ·x̂ + β, x̂ = (x − μ_B)/σ_B (training mode),
+a loss ℓ(y) sits above it, ℓ̂(x) = ℓ(BN(x)) is the loss of the BN network, δ = ∇_y ℓ is the
+gradient arriving at BN's output and v = ∇_x ℓ̂ the one leaving its input. (Santurkar et al.,
+and this module's argument names, write y for x, z for y, ŷ for x̂ and ĝ for δ.) They bound,
+per channel j,
 
 .. math::
 
-    \|\nabla_{y_j} \hat L\|^2 \le \frac{\gamma_j^2}{\sigma_j^2}\Big(\|\hat g_j\|^2
-    - \frac1m\langle 1, \hat g_j\rangle^2 - \frac1m\langle \hat g_j, \hat y_j\rangle^2\Big),
+    \|\nabla_{x_j} \hat\ell\|^2 \le \frac{\gamma_j^2}{\sigma_j^2}\Big(\|\delta_j\|^2
+    - \frac1m\langle 1, \delta_j\rangle^2 - \frac1m\langle \delta_j, \hat x_j\rangle^2\Big),
 
-and the Hessian's quadratic form along the gradient, v_jᵀ(∂²L̂/∂y_j∂y_j)v_j, by
-(γ_j²/σ_j²)·(v_jᵀ H_jj v_j − (1/(mγ_j))⟨ĝ_j, ŷ_j⟩‖v_j‖²), with H_jj = ∂²L/∂z_j∂z_j.
+and the Hessian's quadratic form along the gradient, v_jᵀ(∂²ℓ̂/∂x_j∂x_j)v_j, by
+(γ_j²/σ_j²)·(v_jᵀ H_jj v_j − (1/(mγ_j))⟨δ_j, x̂_j⟩‖v_j‖²), with H_jj = ∂²ℓ/∂y_j∂y_j.
 :func:`bn_layer_terms` measures the left-hand sides and the ingredients of the right-hand sides by
 autograd through :func:`bncore.norm.torch_bn.batch_norm` (twice, for the Hessian-vector products);
 the right-hand sides are closed forms in :mod:`bncore.theory.santurkar`.
@@ -52,18 +55,18 @@ __all__ = [
 class BNLayerTerms:
     """Measured gradient and curvature through one BN layer, per channel j.
 
-    For the loss L̂(y) = L(z) with z = BN(y) = γ·ŷ + β (training mode, γ and β constants):
+    For the loss ℓ̂(x) = ℓ(y) with y = BN(x) = γ·x̂ + β (training mode, γ and β constants):
 
     Attributes
     ----------
-    grad_in: (m, C) v = ∇_y L̂, the gradient through BN.
-    grad_out: (m, C) ĝ = ∇_z L, the gradient just above BN.
-    yhat: (m, C) ŷ = (y − μ_B)/√(σ_B² + ε).
+    grad_in: (m, C) v = ∇_x ℓ̂, the gradient through BN.
+    grad_out: (m, C) δ = ∇_y ℓ, the gradient just above BN.
+    yhat: (m, C) x̂ = (x − μ_B)/√(σ_B² + ε).
     var: (C,) the biased batch variance σ_B².
     sigma: (C,) √(σ_B² + ε), what BN divides by.
-    quad_in: (C,) v_jᵀ (∂²L̂/∂y_j∂y_j) v_j, the loss Hessian's quadratic form along the
+    quad_in: (C,) v_jᵀ (∂²ℓ̂/∂x_j∂x_j) v_j, the loss Hessian's quadratic form along the
         gradient (channel j's part of v, the others held at 0).
-    quad_out: (C,) v_jᵀ H_jj v_j with H_jj = ∂²L/∂z_j∂z_j.
+    quad_out: (C,) v_jᵀ H_jj v_j with H_jj = ∂²ℓ/∂y_j∂y_j.
     """
 
     grad_in: Tensor
@@ -93,13 +96,14 @@ def bn_layer_terms(
 ) -> BNLayerTerms:
     """Gradient and Hessian quadratic forms through a BN layer, by autograd.
 
-    ``z = bncore.norm.torch_bn.batch_norm(y, None, None, γ, β, training=True, eps=eps)`` and
-    L̂ = ``downstream(z)``. The Hessian quadratic forms are Hessian-vector products by double
-    backward through BN's hand-written backward (which is itself differentiable).
+    ``z = bncore.norm.torch_bn.batch_norm(y, None, None, γ, β, training=True, eps=eps)`` (BN's
+    output, the book's y, of its input ``y``, the book's x) and ℓ̂ = ``downstream(z)``. The
+    Hessian quadratic forms are Hessian-vector products by double backward through BN's
+    hand-written backward (which is itself differentiable).
 
     Parameters
     ----------
-    y: (m, C) pre-BN activations (use float64 for checks at round-off level).
+    y: (m, C) pre-BN activations x (use float64 for checks at round-off level).
     downstream: maps z (m, C) to a scalar loss; must be twice differentiable.
     gamma, beta: (C,) BN's scale and shift, held constant.
     eps: ε > 0 (the library refuses ε = 0; use a tiny ε in float64 to approach it).
@@ -146,7 +150,7 @@ def smooth_downstream(
 ) -> Callable[[Tensor], Tensor]:
     """A random, twice-differentiable loss on top of a BN layer's output, for theorem checks.
 
-    L(z) = cross_entropy(tanh(z) W, labels) with W ~ N(0, 1/C) drawn from ``seed``: a small
+    ℓ(z) = cross_entropy(tanh(z) W, labels) with W ~ N(0, 1/C) drawn from ``seed``: a small
     smooth "rest of the network" with a non-trivial Hessian.
     """
     if num_channels < 1 or num_classes < 2:
@@ -192,10 +196,10 @@ class SanturkarSlack:
     ----------
     eps: the ε of the layer.
     var: (C,) the biased batch variance σ_B².
-    grad_slack: (C,) Thm 4.1's right-hand side minus ‖∇_{y_j} L̂‖² (autograd).
-    grad_slack_predicted: (C,) the exact slack γ_j²ε⟨ĝ_j, ŷ_j⟩²/(m(σ_j² + ε)²)
+    grad_slack: (C,) Thm 4.1's right-hand side minus ‖∇_{x_j} ℓ̂‖² (autograd).
+    grad_slack_predicted: (C,) the exact slack γ_j²ε⟨δ_j, x̂_j⟩²/(m(σ_j² + ε)²)
         (:func:`~bncore.theory.santurkar.santurkar_grad_gap`).
-    quad_in: (C,) v_jᵀ (∂²L̂/∂y_j∂y_j) v_j (autograd).
+    quad_in: (C,) v_jᵀ (∂²ℓ̂/∂x_j∂x_j) v_j (autograd).
     quad_bound: (C,) Thm 4.2's right-hand side.
     """
 
@@ -250,7 +254,7 @@ def network_bn_layer_terms(
 
     A float64 copy of the model is cut at block ``layer``: y = the block's linear output on the
     batch ``xb`` (blocks before it run in training mode), and the downstream loss is the rest of
-    the network, L(z) = cross_entropy(head(blocks[layer+1:](act(z))), yb), with BN's own γ, β
+    the network, ℓ(z) = cross_entropy(head(blocks[layer+1:](act(z))), yb), with BN's own γ, β
     and ε. The model itself is not changed. Returns ``(terms, gamma)``.
     """
     blocks = getattr(model, "blocks", None)

@@ -36,8 +36,8 @@ def fitted_rate(gap: np.ndarray, *, floor: float = 1e-12, tail: float = 0.25) ->
 
 
 ROUNDOFF_FLOOR = 1e-12
-"""Gaps below ROUNDOFF_FLOOR·abs(ρ*) are not compared with bounds: ρ(w) − ρ* is a difference of two
-numbers of size abs(ρ*) and carries an absolute float64 error of a few 1e-16·abs(ρ*)."""
+"""Gaps below ROUNDOFF_FLOOR·abs(R*) are not compared with bounds: R(w) − R* is a difference of two
+numbers of size abs(R*) and carries an absolute float64 error of a few 1e-16·abs(R*)."""
 
 
 def first_violation(gap: np.ndarray, bound: np.ndarray, scale: float) -> int:

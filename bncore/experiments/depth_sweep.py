@@ -32,7 +32,7 @@ __all__ = ["DepthSweep", "depth_sweep", "mlp_weight_grad_sq"]
 
 
 def mlp_weight_grad_sq(model: MLP, x: Tensor, y: Tensor) -> np.ndarray:
-    """‖∂L/∂W_i‖_F² of each hidden block's weight for the cross-entropy loss on ``(x, y)``.
+    """‖∂ℓ/∂W_i‖_F² of each hidden block's weight for the cross-entropy loss on ``(x, y)``.
 
     One forward and backward in training mode (batch statistics), inside
     :func:`bncore.experiments.nets.probe_mode` so that BN's running statistics are left as they

@@ -174,16 +174,50 @@ def drift(means: np.ndarray, stds: np.ndarray) -> Drift:
                  float(np.abs(np.diff(stds, axis=0)).mean()))
 
 
-def noise_drift_theory(mean_scale: float, std_scale: float) -> Drift:
-    r"""The drift that :class:`~bncore.experiments.nets.NoisyBatchNorm`'s noise alone causes between
-    two steps: for independent U, U′ ~ U(0, w), E|U − U′| = w/3. So the shift b ~ U(−a, a) moves a
-    unit's mean by 2a/3 on average, and the scale s ~ U(1, k) moves a unit-variance BN output's std
-    by (k − 1)/3 (for γ = 1, β = 0; with learned γ, β these are scaled by ``|γ|`` and shifted by
-    ``β·|s − s′|``).
+def noise_drift_theory(
+    mean_scale: float,
+    std_scale: float,
+    *,
+    per_example: bool = True,
+    gamma: float = 1.0,
+    probe_size: int | None = None,
+    draws: int = 1_000_000,
+    seed: int = 0,
+) -> Drift:
+    r"""The drift that :class:`~bncore.experiments.nets.NoisyBatchNorm`'s noise alone causes in a
+    unit's measured mean and standard deviation between two independent steps (β fixed).
+
+    Shared variant (``per_example=False``): for independent U, U′ ~ U(0, w), E|U − U′| = w/3,
+    so the shift b ~ U(−a, a) moves a unit's mean by 2a/3 and the scale s ~ U(1, k) moves the
+    standard deviation |γ|·s by |γ|(k − 1)/3.
+
+    Per-example noise (the default, Santurkar et al.'s design): unit j's output on a probe batch
+    of n examples is y_i = γ x̂_i + β + ξ_i with ξ_i ~ N(b, s²) i.i.d. and x̂ standardized over the
+    batch. Its sample mean is β + b + s Z′/√n and its sample variance is
+    (γ + s Z/√n)² + s² χ²_{n−2}/n, with Z, Z′ standard normal and χ²_{n−2} independent; for
+    ``probe_size=None`` (n → ∞) the mean is β + b and the standard deviation √(γ² + s²). The mean
+    drift is then E|Δb| = 2a/3 plus the probe's sampling noise, and the standard-deviation drift
+    has no closed form: both are averaged over ``draws`` independent pairs of steps (seeded, so
+    the result is reproducible; Monte Carlo error about 0.5/√draws of the drift).
     """
     if mean_scale < 0 or std_scale < 1:
         raise ValueError(f"need mean_scale >= 0 and std_scale >= 1, got {mean_scale}, {std_scale}")
-    return Drift(2 * mean_scale / 3, (std_scale - 1) / 3)
+    if not per_example:
+        return Drift(2 * mean_scale / 3, abs(gamma) * (std_scale - 1) / 3)
+    rng = np.random.default_rng(seed)
+    b = rng.uniform(-mean_scale, mean_scale, size=(2, draws))
+    s = rng.uniform(1.0, std_scale, size=(2, draws))
+    if probe_size is None:
+        mean, std = b, np.sqrt(gamma**2 + s**2)
+    else:
+        n = int(probe_size)
+        if n < 3:
+            raise ValueError(f"probe_size must be >= 3, got {n}")
+        mean = b + s * rng.standard_normal((2, draws)) / np.sqrt(n)
+        z = rng.standard_normal((2, draws))
+        chi2 = rng.chisquare(n - 2, size=(2, draws))
+        std = np.sqrt((gamma + s * z / np.sqrt(n)) ** 2 + s**2 * chi2 / n)
+    return Drift(float(np.abs(mean[0] - mean[1]).mean()), float(np.abs(std[0] - std[1]).mean()))
 
 
 @dataclass
@@ -214,12 +248,12 @@ def ics_measure(
     .. math::
 
         \begin{aligned}
-        G_{t,i} &= \nabla_{W_i}\mathcal L(W_1^t,\dots,W_k^t;\,x_t,y_t),\\
-        G'_{t,i} &= \nabla_{W_i}\mathcal L(W_1^{t+1},\dots,W_{i-1}^{t+1},W_i^t,\dots,W_k^t;\,
+        G_{t,i} &= \nabla_{W_i}\ell(W_1^t,\dots,W_k^t;\,x_t,y_t),\\
+        G'_{t,i} &= \nabla_{W_i}\ell(W_1^{t+1},\dots,W_{i-1}^{t+1},W_i^t,\dots,W_k^t;\,
         x_t,y_t),
         \end{aligned}
 
-    where :math:`W_j^{t+1} = W_j^t - \eta\,\nabla_{W_j}\mathcal L(W^t)` is one plain SGD step
+    where :math:`W_j^{t+1} = W_j^t - \eta\,\nabla_{W_j}\ell(W^t)` is one plain SGD step
     with learning rate ``lr`` = η (all parameters of layer j: weight, bias, BN γ and β). The
     ICS of layer i is :math:`\|G_{t,i}-G'_{t,i}\|_2` and the cosine of the angle between them.
     G′ is the gradient layer i would see if only the layers before it had moved: the change

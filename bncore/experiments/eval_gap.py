@@ -33,7 +33,7 @@ from bncore.norm.inference import GapResult, recalibrate_bn, train_eval_gap
 
 
 def floor_gap(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    """The train/eval gap with all of ``(x, y)`` as one batch (``train_eval_gap`` at B = n)."""
+    """The train/eval gap with all of ``(x, y)`` as one batch (``train_eval_gap`` at m = n)."""
     return float(train_eval_gap(model, x, y, [x.shape[0]], batches_per_size=1).gap[0])
 
 

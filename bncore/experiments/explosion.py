@@ -5,26 +5,27 @@ Normalization* (ICLR), study the fully connected network
 
 .. math::
 
-    z^l = W^l\,\varphi\big(\mathrm{BN}(z^{l-1})\big),\qquad l = 1, \dots, L,\qquad
-    W^l_{ij} \sim \mathcal N(0, \sigma_w^2/N),
+    x^l = W^l\,\varphi\big(\mathrm{BN}(x^{l-1})\big),\qquad l = 1, \dots, L,\qquad
+    W^l_{ij} \sim \mathcal N(0, \sigma_w^2/n),
 
-with γ = 1, β = 0, batch size B and width N, and predict that at initialization the squared
-gradient norm grows by a factor λ per layer from the output toward the input
-(:func:`bncore.theory.gradient_explosion_rate`). This module measures that growth.
+with γ = 1, β = 0, batch size m and width n (their B and N), and predict that at
+initialization the squared gradient norm grows by a factor λ per layer from the output toward
+the input (:func:`bncore.theory.gradient_explosion_rate`). This module measures that growth.
 
 :func:`simulate` runs many independent networks at once. A stack of S networks (one per seed)
-is a tensor ``z: (S, B, N)``; each layer is one batched matmul ``torch.bmm`` and one call of
-:func:`bncore.norm.torch_bn.batch_norm` on the ``(B, S·N)`` view, so that the batch statistics are
-per (network, unit) over the B examples, exactly as in S separate networks. The loss is a
-random linear readout of the last layer, L = Σ_{b,i} R_{bi} z^L_{bi} with R_{bi} ~ N(0, 1), and
+is a tensor ``z: (S, B, N)`` = (seeds, batch size m, width n) holding the pre-activations x^l;
+each layer is one batched matmul ``torch.bmm`` and one call of
+:func:`bncore.norm.torch_bn.batch_norm` on the ``(m, S·n)`` view, so that the batch statistics
+are per (network, unit) over the m examples, exactly as in S separate networks. The loss is a
+random linear readout of the last layer, ℓ = Σ_{b,i} V_{bi} x^L_{bi} with V_{bi} ~ N(0, 1), and
 autograd backpropagates it through the book's own BN backward. We record, per network and
-layer, ‖∂L/∂z^l‖² (pre-activation gradient, summed over the batch) and ‖∂L/∂W^l‖_F² (weight
+layer, ‖∂ℓ/∂x^l‖² (pre-activation gradient, summed over the batch) and ‖∂ℓ/∂W^l‖_F² (weight
 gradient), and :func:`fit_rate` fits λ by least squares on log-norms over the middle layers.
 
 Why only the middle layers: the theory describes the *stationary* regime, in which the
 forward activations have reached BN's fixed-point Gram matrix and the backward gradients
 their own fixed point. The first layers carry the transient of the input (here i.i.d.
-Gaussian, close to but not at the fixed point), the last ones that of the readout R, which
+Gaussian, close to but not at the fixed point), the last ones that of the readout V, which
 does not lie in the range of BN's backward (it is not centred). Both transients decay
 geometrically within a few layers; the chapter shows the local per-layer ratio settling.
 What the explosion does to training is measured in :mod:`bncore.experiments.depth_sweep`.
@@ -81,9 +82,9 @@ class GradientProfile:
 
     Attributes
     ----------
-    grad_z_sq: (S, L + 1) ‖∂L/∂z^l‖² for l = 0, …, L (z^0 is the input batch).
-    grad_w_sq: (S, L) ‖∂L/∂W^l‖_F² for l = 1, …, L.
-    act_var: (S, L + 1) the batch variance of z^l averaged over units (the scale BN divides).
+    grad_z_sq: (S, L + 1) ‖∂ℓ/∂x^l‖² for l = 0, …, L (x^0 is the input batch).
+    grad_w_sq: (S, L) ‖∂ℓ/∂W^l‖_F² for l = 1, …, L.
+    act_var: (S, L + 1) the batch variance of x^l averaged over units (the scale BN divides).
     The remaining fields record the setting.
     """
 
@@ -158,7 +159,7 @@ def _act(name: str, u: Tensor) -> Tensor:
 
 
 def _bn_stack(z: Tensor, eps: float) -> Tensor:
-    """BN of a stack ``z: (S, B, N)`` per (network, unit) over the batch axis B."""
+    """BN of a stack ``z: (S, B, N)`` per (network, unit) over the batch axis (size m)."""
     s, b, n = z.shape
     flat = z.transpose(0, 1).reshape(b, s * n)  # (B, S·N): channel = (network, unit)
     y = batch_norm(flat, None, None, None, None, training=True, eps=eps)
@@ -243,11 +244,12 @@ def simulate(
 ) -> GradientProfile:
     r"""Per-layer squared gradient norms of deep BN MLPs at initialization, one per seed.
 
-    The network is z^l = W^l φ(BN(z^{l−1})), l = 1…``depth``, W^l_ij ~ N(0, σ_w²/N) with
-    σ_w = ``weight_scale``, N = ``width``, γ = 1, β = 0 and BN's ``eps``; the input z^0 and the
-    readout R of the loss L = ⟨R, z^L⟩ have i.i.d. N(0, 1) entries. ``normalize=False`` drops
-    BN (z^l = W^l φ(z^{l−1})) for comparison. Each seed gives an independent network (its own
-    ``torch.Generator``), so the result does not depend on how the seeds are grouped.
+    The network is x^l = W^l φ(BN(x^{l−1})), l = 1…``depth``, W^l_ij ~ N(0, σ_w²/n) with
+    σ_w = ``weight_scale``, n = ``width``, batch size m = ``batch_size``, γ = 1, β = 0 and BN's
+    ``eps``; the input x^0 and the readout V of the loss ℓ = ⟨V, x^L⟩ have i.i.d. N(0, 1)
+    entries. ``normalize=False`` drops BN (x^l = W^l φ(x^{l−1})) for comparison. Each seed
+    gives an independent network (its own ``torch.Generator``), so the result does not depend
+    on how the seeds are grouped.
 
     Seeds run as a stack ``(S, B, N)``, in chunks whose saved weights (autograd keeps every
     W^l for the backward) fit in ``max_chunk_bytes``. Use ``dtype=torch.float64`` where the

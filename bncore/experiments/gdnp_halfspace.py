@@ -1,15 +1,15 @@
 r"""GDNP for learning a halfspace: the length by bisection, the direction by gradient steps.
 
 Kohler et al. (2019) also analyse the logistic loss f(w̃) = E[φ(zᵀw̃)], φ(t) = log(1 + eᵗ), with
-z = −y x Gaussian, z ~ N(m, Σ). In the length–direction parametrization w̃ = g·w/‖w‖_Σ
+z = −y* x Gaussian, z ~ N(z̄, Σ). In the length–direction parametrization w̃ = γ·w/‖w‖_Σ
 (see :mod:`bncore.experiments.gdnp_least_squares`),
 
 .. math::
 
-    f(w, g) = \mathbb E_\varepsilon\,\varphi\big(g\,(a(w) + \varepsilon)\big),\qquad
-    a(w) = \frac{m^\top w}{\|w\|_\Sigma},\quad \varepsilon \sim \mathcal N(0, 1).
+    f(w, \gamma) = \mathbb E_\xi\,\varphi\big(\gamma\,(a(w) + \xi)\big),\qquad
+    a(w) = \frac{\bar z^\top w}{\|w\|_\Sigma},\quad \xi \sim \mathcal N(0, 1).
 
-f is convex in g, so the best length is the root of ∂f/∂g, found by :func:`bisection`;
+f is convex in γ, so the best length is the root of ∂f/∂γ, found by :func:`bisection`;
 :func:`gdnp_halfspace` alternates that with a gradient step on the direction, and
 :func:`gd_halfspace` runs plain gradient descent on w̃ for comparison. Everything is NumPy
 float64 and deterministic given its inputs.
@@ -95,29 +95,29 @@ def _sigmoid(t: np.ndarray) -> np.ndarray:
 class HalfspaceProblem:
     r"""Learning a halfspace with the logistic loss: min_w̃ E[φ(zᵀw̃)], φ(t) = log(1 + eᵗ).
 
-    Here z = −y x is Gaussian, z ~ N(m, Σ), the distributional assumption of Kohler et al.
-    (2019). In the reparametrization w̃ = g·w/‖w‖_Σ, zᵀw̃ = g·(a(w) + ε) with ε ~ N(0, 1) and
-    a(w) = mᵀw/‖w‖_Σ, so
+    Here z = −y* x is Gaussian, z ~ N(z̄, Σ), the distributional assumption of Kohler et al.
+    (2019). In the reparametrization w̃ = γ·w/‖w‖_Σ, zᵀw̃ = γ·(a(w) + ξ) with ξ ~ N(0, 1) and
+    a(w) = z̄ᵀw/‖w‖_Σ, so
 
     .. math::
 
-        f(w, g) = \mathbb E_\varepsilon\,\varphi\big(g\,(a(w) + \varepsilon)\big),
+        f(w, \gamma) = \mathbb E_\xi\,\varphi\big(\gamma\,(a(w) + \xi)\big),
 
-    computed with the trapezoidal rule on a uniform ε-grid (spacing ``grid_step`` on
+    computed with the trapezoidal rule on a uniform ξ-grid (spacing ``grid_step`` on
     [−9, 9]). For the analytic integrands here the rule converges exponentially; its error is
-    about exp(−2π²/(g·h)) (the sigmoid's poles sit at distance π/g from the real ε-axis), below
-    1e-16 for g ≤ 50 at h = 0.01. The best direction minimizes a(w), i.e.
-    w ∝ −Σ⁻¹m; a(w)² = −ρ(w) is the Rayleigh quotient
-    (:func:`~bncore.experiments.gdnp_least_squares.rayleigh_quotient`) with u = m, S = Σ.
+    about exp(−2π²/(γ·h)) (the sigmoid's poles sit at distance π/γ from the real ξ-axis), below
+    1e-16 for γ ≤ 50 at h = 0.01. The best direction minimizes a(w), i.e.
+    w ∝ −Σ⁻¹z̄; a(w)² = −R(w) is the Rayleigh quotient
+    (:func:`~bncore.experiments.gdnp_least_squares.rayleigh_quotient`) with b = z̄, S = Σ.
 
     Attributes
     ----------
     m
-        ``(d,)`` mean of z.
+        ``(d,)`` mean z̄ of z.
     Sigma
         ``(d, d)`` covariance of z.
     grid_step
-        Spacing h of the ε-grid.
+        Spacing h of the ξ-grid.
     """
 
     m: np.ndarray
@@ -146,46 +146,46 @@ class HalfspaceProblem:
 
     @property
     def mu(self) -> float:
-        """λ_min(Σ)."""
+        """ν_1, the smallest eigenvalue of Σ (Kohler et al.'s μ)."""
         return float(np.linalg.eigvalsh(self.Sigma)[0])
 
     @property
     def L(self) -> float:
-        """λ_max(Σ)."""
+        """ν_d, the largest eigenvalue of Σ (Kohler et al.'s L)."""
         return float(np.linalg.eigvalsh(self.Sigma)[-1])
 
     @property
     def w_star(self) -> np.ndarray:
-        """The optimal direction −Σ⁻¹m (up to positive scale)."""
+        """The optimal direction −Σ⁻¹z̄ (up to positive scale)."""
         return -np.linalg.solve(self.Sigma, self.m)
 
     @property
     def rho_star(self) -> float:
-        """ρ* = −mᵀΣ⁻¹m."""
+        """R* = −z̄ᵀΣ⁻¹z̄."""
         return float(self.m @ self.w_star)
 
     def _quad(self) -> tuple[np.ndarray, np.ndarray]:
         return self._x, self._wts  # type: ignore[attr-defined]
 
     def margin(self, w: np.ndarray) -> float:
-        """a(w) = mᵀw/‖w‖_Σ, the mean of zᵀw/‖w‖_Σ."""
+        """a(w) = z̄ᵀw/‖w‖_Σ, the mean of zᵀw/‖w‖_Σ."""
         w = check_direction(w, self.d)
         return float(self.m @ w / np.sqrt(w @ self.Sigma @ w))
 
     def loss(self, w: np.ndarray, g: float) -> float:
-        """f(w, g) = E φ(g(a(w) + ε))."""
+        """f(w, γ) = E φ(γ(a(w) + ξ))."""
         x, wts = self._quad()
         return float(wts @ _softplus(g * (self.margin(w) + x)))
 
     def dloss_dg(self, w: np.ndarray, g: float) -> float:
-        """∂f/∂g = E[φ'(g(a + ε))·(a + ε)], increasing in g (f is convex in g)."""
+        """∂f/∂γ = E[φ'(γ(a + ξ))·(a + ξ)], increasing in γ (f is convex in γ)."""
         x, wts = self._quad()
         s = self.margin(w) + x
         return float(wts @ (_sigmoid(g * s) * s))
 
     def grad_w(self, w: np.ndarray, g: float) -> np.ndarray:
-        r"""∇_w f(w, g) = c(w, g)·∇a(w), with c = g·E[φ'(g(a + ε))] and
-        ∇a(w) = (m − a(w)·Σw/‖w‖_Σ)/‖w‖_Σ (orthogonal to w).
+        r"""∇_w f(w, γ) = c(w, γ)·∇a(w), with c = γ·E[φ'(γ(a + ξ))] and
+        ∇a(w) = (z̄ − a(w)·Σw/‖w‖_Σ)/‖w‖_Σ (orthogonal to w).
         """
         w = check_direction(w, self.d)
         x, wts = self._quad()
@@ -202,17 +202,17 @@ class HalfspaceTrace:
     Attributes
     ----------
     direction_error
-        ``(T+1,)`` sin² of the Σ-angle between w_t and −Σ⁻¹m, = (ρ(w_t) − ρ*)/abs(ρ*).
+        ``(T+1,)`` sin² of the Σ-angle between w_t and −Σ⁻¹z̄, = (R(w_t) − R*)/abs(R*).
     rho_gap
-        ``(T+1,)`` ρ(w_t) − ρ* with ρ the Rayleigh quotient for u = m, S = Σ.
+        ``(T+1,)`` R(w_t) − R* with R the Rayleigh quotient for b = z̄, S = Σ.
     gain
-        ``(T,)`` the length g_t returned by the bisection at outer step t.
+        ``(T,)`` the length γ_t returned by the bisection at outer step t.
     bisection_error
-        ``(T, T_s+1)`` the error abs(g_t^(k) − g*(w_t)) after k bisection halvings.
+        ``(T, T_s+1)`` the error abs(γ_t^(k) − γ*(w_t)) after k bisection halvings.
     bisection_width
         ``(T, T_s+1)`` bracket width after k halvings.
     loss
-        ``(T,)`` f(w_t, g_t).
+        ``(T,)`` f(w_t, γ_t).
     w
         The last direction iterate.
     """
@@ -239,15 +239,15 @@ def gdnp_halfspace(
 
     Outer step t (Kohler et al. 2019: length by bisection, direction by gradient):
 
-    1. g_t = bisection of ∂f/∂g(w_t, ·) on ``interval`` with T_s = ``bisection_steps`` halvings;
-    2. w_{t+1} = w_t − η_t ∇_w f(w_t, g_t) with η_t = ‖w_t‖²_Σ / (L·abs(a(w_t))·c_t),
-       c_t = g_t E[φ'(g_t(a + ε))].
+    1. γ_t = bisection of ∂f/∂γ(w_t, ·) on ``interval`` with T_s = ``bisection_steps`` halvings;
+    2. w_{t+1} = w_t − η_t ∇_w f(w_t, γ_t) with η_t = ‖w_t‖²_Σ / (ν_d·abs(a(w_t))·c_t),
+       c_t = γ_t E[φ'(γ_t(a + ξ))].
 
     The step size is our choice: it divides out the scalar c_t of ∇_w f = c_t ∇a and, as
-    ∇ρ = −2a∇a, turns the direction update into the least-squares GDNP step of
-    :func:`~bncore.experiments.gdnp_least_squares.gdnp_least_squares` with u = m, S = Σ
+    ∇R = −2a∇a, turns the direction update into the least-squares GDNP step of
+    :func:`~bncore.experiments.gdnp_least_squares.gdnp_least_squares` with b = z̄, S = Σ
     (for a(w_t) < 0, i.e. w_t on the correct side).
-    The reference root g*(w_t), against which ``bisection_error`` is measured, is the same
+    The reference root γ*(w_t), against which ``bisection_error`` is measured, is the same
     bisection run for ``reference_steps`` halvings (to float64 resolution).
     """
     w = check_direction(w0, problem.d, "w0")
@@ -299,11 +299,11 @@ def gdnp_halfspace(
 def gd_halfspace(
     problem: HalfspaceProblem, w0: np.ndarray, steps: int, *, step: float | None = None
 ) -> HalfspaceTrace:
-    r"""Plain gradient descent on f(w̃) = E[φ(zᵀw̃)], z ~ N(m, Σ), for comparison with GDNP.
+    r"""Plain gradient descent on f(w̃) = E[φ(zᵀw̃)], z ~ N(z̄, Σ), for comparison with GDNP.
 
-    With s = zᵀw̃ ~ N(mᵀw̃, w̃ᵀΣw̃) and Stein's lemma,
-    ∇f(w̃) = m·E[φ'(s)] + Σw̃·E[φ''(s)]. Since φ'' ≤ 1/4, ∇²f ⪯ (Σ + m mᵀ)/4, and the default
-    step is its inverse largest eigenvalue, 4/λ_max(Σ + m mᵀ). The fields of the returned
+    With s = zᵀw̃ ~ N(z̄ᵀw̃, w̃ᵀΣw̃) and Stein's lemma,
+    ∇f(w̃) = z̄·E[φ'(s)] + Σw̃·E[φ''(s)]. Since φ'' ≤ 1/4, ∇²f ⪯ (Σ + z̄ z̄ᵀ)/4, and the default
+    step is its inverse largest eigenvalue, 4/ν_max(Σ + z̄ z̄ᵀ). The fields of the returned
     trace that belong to the bisection are empty; ``gain`` holds ‖w̃_t‖_Σ and ``loss`` f(w̃_t).
     """
     w = check_direction(w0, problem.d, "w0")

@@ -7,24 +7,25 @@ zero-mean input x with second-moment matrix S = E[x xᵀ],
 
 .. math::
 
-    \mathrm{BN}(w^\top x) = g\,\frac{w^\top x}{\sqrt{w^\top S w}}
-    \quad\Longleftrightarrow\quad \tilde w = g\,\frac{w}{\|w\|_S},\qquad
+    \mathrm{BN}(w^\top x) = \gamma\,\frac{w^\top x}{\sqrt{w^\top S w}}
+    \quad\Longleftrightarrow\quad \tilde w = \gamma\,\frac{w}{\|w\|_S},\qquad
     \|w\|_S = \sqrt{w^\top S w},
 
-so the length g and the direction w/‖w‖_S of the effective weight w̃ become separate
-parameters. On least squares f(w̃) = E[(y − xᵀw̃)²] = E[y²] − 2uᵀw̃ + w̃ᵀSw̃ with u = E[y x],
-minimizing over the length in closed form, g*(w) = uᵀw/‖w‖_S, leaves the generalized Rayleigh
+so the length γ and the direction w/‖w‖_S of the effective weight w̃ become separate
+parameters. On least squares f(w̃) = E[(y* − xᵀw̃)²] = E[y*²] − 2bᵀw̃ + w̃ᵀSw̃ with b = E[y* x],
+minimizing over the length in closed form, γ*(w) = bᵀw/‖w‖_S, leaves the generalized Rayleigh
 quotient
 
 .. math::
 
-    f(w, g^*(w)) = \mathbb E[y^2] + \rho(w),\qquad
-    \rho(w) = -\frac{w^\top u\,u^\top w}{w^\top S w}.
+    f(w, \gamma^*(w)) = \mathbb E[(y^\star)^2] + R(w),\qquad
+    R(w) = -\frac{w^\top b\,b^\top w}{w^\top S w}.
 
-:func:`gdnp_least_squares` runs GDNP with the paper's step η_t = wₜᵀSwₜ/(2L|ρ(wₜ)|),
-L = λ_max(S) (or with any other factor in place of the 2), and :func:`gd_least_squares` runs
-plain gradient descent on w̃ for comparison. The bounds these runs are held to are closed forms
-in :mod:`bncore.theory.kohler`. Everything is NumPy float64 and deterministic given its inputs.
+:func:`gdnp_least_squares` runs GDNP with the paper's step η_t = wₜᵀSwₜ/(2ν_d|R(wₜ)|),
+ν_d the largest eigenvalue of S (Kohler et al.'s L; or with any other factor in place of the
+2), and :func:`gd_least_squares` runs plain gradient descent on w̃ for comparison. The bounds
+these runs are held to are closed forms in :mod:`bncore.theory.kohler`. Everything is NumPy
+float64 and deterministic given its inputs.
 """
 
 from __future__ import annotations
@@ -86,16 +87,16 @@ def check_steps(steps: int, name: str = "steps") -> None:
 
 @dataclass(frozen=True)
 class LeastSquaresProblem:
-    r"""The population (or empirical) least-squares problem min E[(y − xᵀw̃)²].
+    r"""The population (or empirical) least-squares problem min E[(y* − xᵀw̃)²].
 
     Attributes
     ----------
     S
         ``(d, d)`` second-moment matrix E[x xᵀ] (the covariance, as x has zero mean).
     u
-        ``(d,)`` cross moment E[y x].
+        ``(d,)`` cross moment b = E[y* x] (Kohler et al.'s u).
     ey2
-        E[y²], the loss of w̃ = 0.
+        E[y*²], the loss of w̃ = 0.
     """
 
     S: np.ndarray
@@ -124,26 +125,26 @@ class LeastSquaresProblem:
 
     @property
     def mu(self) -> float:
-        """μ = λ_min(S), the smallest eigenvalue of S."""
+        """ν_1, the smallest eigenvalue of S (Kohler et al.'s μ)."""
         return float(self.eigenvalues[0])
 
     @property
     def L(self) -> float:
-        """L = λ_max(S), the largest eigenvalue of S."""
+        """ν_d, the largest eigenvalue of S (Kohler et al.'s L)."""
         return float(self.eigenvalues[-1])
 
     @property
     def w_star(self) -> np.ndarray:
-        """The least-squares solution w̃* = S⁻¹u (also the optimal GDNP direction)."""
+        """The least-squares solution w̃* = S⁻¹b (also the optimal GDNP direction)."""
         return np.linalg.solve(self.S, self.u)
 
     @property
     def rho_star(self) -> float:
-        """ρ* = min_w ρ(w) = −uᵀS⁻¹u, attained on the ray w ∝ S⁻¹u."""
+        """R* = min_w R(w) = −bᵀS⁻¹b, attained on the ray w ∝ S⁻¹b."""
         return float(-self.u @ self.w_star)
 
     def loss(self, w_tilde: np.ndarray) -> float:
-        """f(w̃) = E[y²] − 2uᵀw̃ + w̃ᵀSw̃ = E[(y − xᵀw̃)²]."""
+        """f(w̃) = E[y*²] − 2bᵀw̃ + w̃ᵀSw̃ = E[(y* − xᵀw̃)²]."""
         w = np.asarray(w_tilde, dtype=np.float64)
         return float(self.ey2 - 2.0 * self.u @ w + w @ self.S @ w)
 
@@ -185,7 +186,7 @@ def make_least_squares_data(
 
 
 def least_squares_from_data(X: np.ndarray, y: np.ndarray) -> LeastSquaresProblem:
-    """The empirical problem: S = XᵀX/n, u = Xᵀy/n, E[y²] = yᵀy/n (X assumed centered)."""
+    """The empirical problem: S = XᵀX/n, b = Xᵀy/n, E[y*²] = yᵀy/n (X assumed centered)."""
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if X.ndim != 2 or y.shape != (X.shape[0],):
@@ -199,7 +200,7 @@ def bn_linear_loss(X: np.ndarray, y: np.ndarray, w: np.ndarray, gamma: float) ->
 
     The unit is evaluated with :func:`bncore.norm.numpy_bn.batch_norm_forward` (one channel, batch
     statistics, eps = 1e-12, β = 0). For centered X it equals γ·Xw/√(wᵀSw + eps), the
-    reparametrization w̃ = γ w/‖w‖_S, so its loss is f(w, γ) = E[y²] − 2γ uᵀw/‖w‖_S + γ².
+    reparametrization w̃ = γ w/‖w‖_S, so its loss is f(w, γ) = E[y*²] − 2γ bᵀw/‖w‖_S + γ².
     """
     X = np.asarray(X, dtype=np.float64)
     w = check_direction(w, X.shape[1])
@@ -208,10 +209,10 @@ def bn_linear_loss(X: np.ndarray, y: np.ndarray, w: np.ndarray, gamma: float) ->
 
 
 def rayleigh_quotient(w: np.ndarray, S: np.ndarray, u: np.ndarray) -> float:
-    r"""ρ(w) = −(wᵀu uᵀw)/(wᵀSw), Kohler et al. (2019), least squares.
+    r"""R(w) = −(wᵀb bᵀw)/(wᵀSw), Kohler et al. (2019), least squares.
 
     The loss of the BN-reparametrized least-squares model after minimizing over its length g
-    is f(w, g*(w)) = E[y²] + ρ(w). ρ is scale-invariant: ρ(c·w) = ρ(w) for c ≠ 0.
+    is f(w, γ*(w)) = E[y*²] + R(w). R is scale-invariant: R(c·w) = R(w) for c ≠ 0.
     """
     S = np.asarray(S, dtype=np.float64)
     w = check_direction(w, S.shape[0])
@@ -220,9 +221,9 @@ def rayleigh_quotient(w: np.ndarray, S: np.ndarray, u: np.ndarray) -> float:
 
 
 def rayleigh_gradient(w: np.ndarray, S: np.ndarray, u: np.ndarray) -> np.ndarray:
-    r"""∇ρ(w) = (2/wᵀSw)·(−(uᵀw) u − ρ(w) S w).
+    r"""∇R(w) = (2/wᵀSw)·(−(bᵀw) b − R(w) S w).
 
-    It is orthogonal to w (wᵀ∇ρ = 0), as for every scale-invariant function.
+    It is orthogonal to w (wᵀ∇R = 0), as for every scale-invariant function.
     """
     S = np.asarray(S, dtype=np.float64)
     w = check_direction(w, S.shape[0])
@@ -234,20 +235,22 @@ def rayleigh_gradient(w: np.ndarray, S: np.ndarray, u: np.ndarray) -> np.ndarray
 
 
 def optimal_gain(w: np.ndarray, S: np.ndarray, u: np.ndarray) -> float:
-    """g*(w) = uᵀw/‖w‖_S, the length that minimizes f(w, g) = E[y²] − 2g uᵀw/‖w‖_S + g²."""
+    """γ*(w) = bᵀw/‖w‖_S, the length that minimizes f(w, γ) = E[y*²] − 2γ bᵀw/‖w‖_S + γ²."""
     S = np.asarray(S, dtype=np.float64)
     w = check_direction(w, S.shape[0])
     return float(np.asarray(u, dtype=np.float64) @ w / np.sqrt(w @ S @ w))
 
 
 def bn_least_squares_grad_w(w: np.ndarray, g: float, S: np.ndarray, u: np.ndarray) -> np.ndarray:
-    r"""∂f/∂w of f(w, g) = E[y²] − 2g uᵀw/‖w‖_S + g², the BN-reparametrized least squares.
+    r"""∂f/∂w of f(w, γ) = E[y*²] − 2γ bᵀw/‖w‖_S + γ², the BN-reparametrized least squares.
 
     .. math::
 
-        \nabla_w f(w, g) = -\frac{2g}{\|w\|_S}\Big(u - \frac{u^\top w}{\|w\|_S^2} S w\Big).
+        \nabla_w f(w, \gamma)
+        = -\frac{2\gamma}{\|w\|_S}\Big(b - \frac{b^\top w}{\|w\|_S^2} S w\Big).
 
-    At g = g*(w) it equals ∇ρ(w) (the envelope theorem), which is what GDNP follows.
+    At γ = γ*(w) (argument ``g``) it equals ∇R(w) (the envelope theorem), which is what GDNP
+    follows.
     """
     S = np.asarray(S, dtype=np.float64)
     w = check_direction(w, S.shape[0])
@@ -264,9 +267,9 @@ class LeastSquaresTrace:
     Attributes
     ----------
     gap
-        ``(T+1,)`` excess loss f(w̃_t) − f*; for GDNP this is ρ(w_t) − ρ* exactly.
+        ``(T+1,)`` excess loss f(w̃_t) − f*; for GDNP this is R(w_t) − R* exactly.
     direction_error
-        ``(T+1,)`` sin² of the S-angle between w_t and w* = S⁻¹u, equal to (ρ(w_t) − ρ*)/abs(ρ*).
+        ``(T+1,)`` sin² of the S-angle between w_t and w* = S⁻¹b, equal to (R(w_t) − R*)/abs(R*).
     norm
         ``(T+1,)`` Euclidean norm ‖w_t‖ of the iterate.
     step
@@ -293,10 +296,10 @@ def gdnp_least_squares(
 
         g_t = g^*(w_t) = \frac{u^\top w_t}{\|w_t\|_S},\qquad
         w_{t+1} = w_t - \eta_t \nabla_w f(w_t, g_t),\qquad
-        \eta_t = \frac{w_t^\top S w_t}{c\,L\,|\rho(w_t)|},
+        \eta_t = \frac{w_t^\top S w_t}{c\,\nu_d\,|R(w_t)|},
 
-    with L = λ_max(S) and c = ``factor`` (the paper's theorem uses c = 2 and then guarantees
-    ρ(w_t) − ρ* ≤ (1 − μ/L)^{2t}(ρ(w_0) − ρ*), μ = λ_min(S); see
+    with ν_d the largest eigenvalue of S and c = ``factor`` (the paper's theorem uses c = 2 and
+    then guarantees R(w_t) − R* ≤ (1 − ν_1/ν_d)^{2t}(R(w_0) − R*), ν_1 the smallest; see
     :func:`bncore.theory.kohler_gdnp_bound`). ``factor=1`` takes twice as long a step.
     """
     w = check_direction(w0, problem.d, "w0")
@@ -331,10 +334,10 @@ def gd_least_squares(
     *,
     step: float | None = None,
 ) -> LeastSquaresTrace:
-    r"""Plain gradient descent on f(w̃) = E[(y − xᵀw̃)²] (no normalization).
+    r"""Plain gradient descent on f(w̃) = E[(y* − xᵀw̃)²] (no normalization).
 
-    w̃_{t+1} = w̃_t − η·2(S w̃_t − u). The default η = 1/(2L) is 1/λ_max(∇²f) (∇²f = 2S),
-    the classical step that guarantees f(w̃_t) − f* ≤ (1 − μ/L)^{2t}(f(w̃_0) − f*).
+    w̃_{t+1} = w̃_t − η·2(S w̃_t − b). The default η = 1/(2ν_d) is 1/ν_max(∇²f) (∇²f = 2S),
+    the classical step that guarantees f(w̃_t) − f* ≤ (1 − ν_1/ν_d)^{2t}(f(w̃_0) − f*).
     ``w0`` may be zero.
     """
     w = np.asarray(w0, dtype=np.float64)

@@ -3,9 +3,10 @@ r"""GDNP against plain gradient descent on one least-squares problem, measured a
 :func:`compare_least_squares` runs GDNP with step factor 2 (the setting of Kohler et al.'s
 theorem) and factor 1, and GD from the same effective weight, then fits their per-step rates
 (:func:`bncore.experiments.convergence.fitted_rate`) and sets them beside the closed forms of
-:mod:`bncore.theory.kohler`: the guarantee ρ(w_t) − ρ* ≤ (1 − μ/L)^{2t}(ρ(w_0) − ρ*), GD's
-asymptotic rate (1 − λ₁/L)² and GDNP's (1 − θ₁/L)², with θ₁ the smallest eigenvalue of S
-compressed to the hyperplane orthogonal to S^{−1/2}u.
+:mod:`bncore.theory.kohler`: the guarantee R(w_t) − R* ≤ (1 − ν₁/ν_d)^{2t}(R(w_0) − R*), GD's
+asymptotic rate (1 − ν₁/ν_d)² and GDNP's (1 − ν̃₁/ν_d)², with ν₁ ≤ … ≤ ν_d the eigenvalues of S
+and ν̃₁ the smallest eigenvalue of S compressed to the hyperplane orthogonal to S^{−1/2}b (b the
+problem's ``u``; Kohler et al. write μ, L for ν₁, ν_d and ρ for R).
 """
 
 from __future__ import annotations
@@ -41,22 +42,22 @@ class RateComparison:
     Attributes
     ----------
     lam1, lam2, L
-        The two smallest and the largest eigenvalue of S.
+        The two smallest and the largest eigenvalue of S: ν₁, ν₂ and ν_d.
     theta1
-        Smallest eigenvalue of S compressed to ũ^⊥ (λ1 ≤ θ1 ≤ λ2), see
+        ν̃₁, the smallest eigenvalue of S compressed to b̃^⊥ (ν₁ ≤ ν̃₁ ≤ ν₂), see
         :func:`bncore.theory.gdnp_compressed_spectrum`.
     gdnp_rate, gdnp_predicted
-        Fitted per-step contraction of ρ − ρ* for GDNP (factor 2) and (1 − θ1/L)².
+        Fitted per-step contraction of R − R* for GDNP (factor 2) and (1 − ν̃₁/ν_d)².
     gd_rate, gd_predicted
-        Fitted contraction of f − f* for GD with step 1/(2L), and (1 − λ1/L)².
+        Fitted contraction of f − f* for GD with step 1/(2ν_d), and (1 − ν₁/ν_d)².
     bound_rate
-        (1 − μ/L)², the per-step factor of both guarantees (μ = λ1).
+        (1 − ν₁/ν_d)², the per-step factor of both guarantees.
     max_bound_ratio
         max_t gap_t/bound_t for GDNP with factor 2 (≤ 1 when the theorem holds).
     factor1_first_violation
         First t at which GDNP with factor 1 exceeds the bound, or −1 if it never does.
     factor1_predicted_rate
-        Asymptotic contraction of GDNP with factor 1, max_i (1 − 2θ_i/L)².
+        Asymptotic contraction of GDNP with factor 1, max_i (1 − 2ν̃_i/ν_d)².
     gdnp_iters, gd_iters
         Iterations GDNP (factor 2) and GD need to bring their gap below 1e-8 of its start.
     """

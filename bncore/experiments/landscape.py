@@ -1,13 +1,13 @@
 r"""Probes of the loss landscape along the gradient (Santurkar et al. 2018, §3 and Fig. 4).
 
-At parameters θ with mini-batch loss L and gradient g = ∇L(θ), a probe moves along the gradient
+At parameters θ with mini-batch loss ℓ and gradient g = ∇ℓ(θ), a probe moves along the gradient
 direction by several step sizes η and measures, on the same batch,
 
-- the **variation of the loss**: the values L(θ − ηg), whose range over η says how far the loss
+- the **variation of the loss**: the values ℓ(θ − ηg), whose range over η says how far the loss
   can move in one step (Lipschitzness of the loss),
-- the **gradient predictiveness**: the ℓ2 change ‖∇L(θ) − ∇L(θ − ηg)‖, small when the gradient
+- the **gradient predictiveness**: the ℓ2 change ‖∇ℓ(θ) − ∇ℓ(θ − ηg)‖, small when the gradient
   at θ still describes the landscape a step away,
-- the **effective β-smoothness**: max over η of ‖∇L(θ) − ∇L(θ − ηg)‖ / ‖ηg‖, the largest
+- the **effective smoothness** K_eff: max over η of ‖∇ℓ(θ) − ∇ℓ(θ − ηg)‖ / ‖ηg‖, the largest
   Lipschitz constant of the gradient seen along the step.
 
 :func:`probe_landscape` measures one point and restores the model exactly
@@ -96,10 +96,10 @@ class LandscapeProbe:
     Attributes
     ----------
     etas: (K,) step sizes η.
-    loss0: L(θ) on the batch.
-    grad_norm: ‖g‖ = ‖∇L(θ)‖ over all parameters.
-    losses: (K,) L(θ − ηg).
-    grad_change: (K,) ‖∇L(θ) − ∇L(θ − ηg)‖ (gradient predictiveness; smaller is better).
+    loss0: ℓ(θ) on the batch.
+    grad_norm: ‖g‖ = ‖∇ℓ(θ)‖ over all parameters.
+    losses: (K,) ℓ(θ − ηg).
+    grad_change: (K,) ‖∇ℓ(θ) − ∇ℓ(θ − ηg)‖ (gradient predictiveness; smaller is better).
     """
 
     etas: np.ndarray
@@ -115,17 +115,17 @@ class LandscapeProbe:
 
     @property
     def loss_range(self) -> tuple[float, float]:
-        """(min, max) of L(θ − ηg) over the step sizes: the "variation of the loss"."""
+        """(min, max) of ℓ(θ − ηg) over the step sizes: the "variation of the loss"."""
         return float(np.min(self.losses)), float(np.max(self.losses))
 
     @property
     def beta_smoothness(self) -> float:
-        """Effective β-smoothness: max over η of ‖∇L(θ) − ∇L(θ − ηg)‖ / (η‖g‖)."""
+        """Effective smoothness K_eff: max over η of ‖∇ℓ(θ) − ∇ℓ(θ − ηg)‖ / (η‖g‖)."""
         return float(np.max(self.grad_change / self.step_lengths))
 
     @property
     def relative_grad_change(self) -> np.ndarray:
-        """(K,) ‖∇L(θ) − ∇L(θ − ηg)‖ / ‖∇L(θ)‖, the change relative to the gradient's size."""
+        """(K,) ‖∇ℓ(θ) − ∇ℓ(θ − ηg)‖ / ‖∇ℓ(θ)‖, the change relative to the gradient's size."""
         return self.grad_change / self.grad_norm
 
 
@@ -153,8 +153,8 @@ def probe_landscape(
 ) -> LandscapeProbe:
     """Move along the gradient from the current parameters and measure loss and gradient.
 
-    For each η in ``etas`` the parameters are set to θ − η·g, with g = ∇L(θ) on the batch
-    ``(xb, yb)``, and L(θ − ηg) and ∇L(θ − ηg) are computed on the same batch (Santurkar et al.
+    For each η in ``etas`` the parameters are set to θ − η·g, with g = ∇ℓ(θ) on the batch
+    ``(xb, yb)``, and ℓ(θ − ηg) and ∇ℓ(θ − ηg) are computed on the same batch (Santurkar et al.
     2018, §3, Fig. 4). ``train_mode=True`` evaluates the training objective (BN with batch
     statistics); noisy BN layers keep the noise of the current step
     (:func:`bncore.experiments.nets.probe_mode`), so every η sees the same objective. Afterwards the

@@ -3,7 +3,7 @@ r"""Landscape probes over a training run, and the smoothing chapter's small simu
 :func:`trace_landscape` trains a network with SGD and, every few steps, probes the landscape
 along the gradient (:func:`bncore.experiments.landscape.probe_landscape`) without changing the
 training trajectory. Its :class:`ProbeTrace` stacks, for probe points t and step sizes η,
-L(θ_t − ηg_t), ‖∇L(θ_t) − ∇L(θ_t − ηg_t)‖ and the effective β-smoothness
+ℓ(θ_t − ηg_t), ‖∇ℓ(θ_t) − ∇ℓ(θ_t − ηg_t)‖ and the effective smoothness K_eff
 
 .. math::
 
@@ -40,9 +40,9 @@ class ProbeTrace:
     ----------
     step: (P,) training steps at which the probes ran.
     etas: (K,) step sizes.
-    losses: (P, K) L(θ_t − ηg_t). loss0: (P,) L(θ_t).
-    grad_change: (P, K) ‖∇L(θ_t) − ∇L(θ_t − ηg_t)‖. grad_norm: (P,) ‖g_t‖.
-    beta: (P,) effective β-smoothness at each probe point.
+    losses: (P, K) ℓ(θ_t − ηg_t). loss0: (P,) ℓ(θ_t).
+    grad_change: (P, K) ‖∇ℓ(θ_t) − ∇ℓ(θ_t − ηg_t)‖. grad_norm: (P,) ‖g_t‖.
+    beta: (P,) effective smoothness K_eff at each probe point.
     final_test_acc: the run's final test accuracy; diverged: whether it blew up.
     last_step: the last training step reached (where a diverged run stopped).
     """
@@ -60,17 +60,17 @@ class ProbeTrace:
 
     @property
     def loss_variation(self) -> np.ndarray:
-        """(P,) max − min of L(θ_t − ηg_t) over η: the width of Fig. 4(a)'s band."""
+        """(P,) max − min of ℓ(θ_t − ηg_t) over η: the width of Fig. 4(a)'s band."""
         return self.losses.max(axis=1) - self.losses.min(axis=1)
 
     @property
     def max_grad_change(self) -> np.ndarray:
-        """(P,) max over η of ‖∇L(θ_t) − ∇L(θ_t − ηg_t)‖: the top of Fig. 4(b)'s band."""
+        """(P,) max over η of ‖∇ℓ(θ_t) − ∇ℓ(θ_t − ηg_t)‖: the top of Fig. 4(b)'s band."""
         return self.grad_change.max(axis=1)
 
     @property
     def max_relative_grad_change(self) -> np.ndarray:
-        """(P,) max over η of ‖∇L(θ_t) − ∇L(θ_t − ηg_t)‖ / ‖∇L(θ_t)‖."""
+        """(P,) max over η of ‖∇ℓ(θ_t) − ∇ℓ(θ_t − ηg_t)‖ / ‖∇ℓ(θ_t)‖."""
         return self.grad_change.max(axis=1) / self.grad_norm
 
 

@@ -9,7 +9,7 @@ With r_s = log(a_s / b_s) over n ≥ 2 seeds that give both measurements the sam
     \mathrm{se} = \mathrm{sd}(r)/\sqrt n,
 
 t the two-sided Student-t quantile with n − 1 degrees of freedom: "a is k times b" with its
-uncertainty, for positive quantities that vary over orders of magnitude (β-smoothness,
+uncertainty, for positive quantities that vary over orders of magnitude (effective smoothness K_eff,
 gradient changes).
 """
 

@@ -1,13 +1,15 @@
 r"""Small networks with pluggable normalization: the models the experiment chapters train.
 
 Every hidden block is ``linear → norm → activation`` (the placement of Ioffe & Szegedy 2015,
-§3.2: BN is applied to the pre-activation :math:`Wu + b`), and a final linear ``head`` maps to
-the logits. The normalization is chosen by name with :func:`make_norm`:
+§3.2: BN is applied to the pre-activation :math:`x = Wz + b` of the layer input z, their
+:math:`Wu + b`), and a final linear ``head`` maps to the logits. The normalization is chosen
+by name with :func:`make_norm`:
 
 - ``"none"``: ``nn.Identity`` (the "standard" network of Santurkar et al. 2018),
 - ``"bn"``: the book's :class:`bncore.norm.torch_bn.BatchNorm1d` / ``BatchNorm2d``,
-- ``"noisy_bn"``: :class:`NoisyBatchNorm`, BN followed by a random affine map that is drawn
-  anew at every training step (Santurkar et al. 2018, §2.1).
+- ``"noisy_bn"``: :class:`NoisyBatchNorm`, BN followed by i.i.d. noise on every activation of
+  every example, from a distribution drawn anew at every training step (Santurkar et al. 2018,
+  §2.1).
 
 :class:`MLP` and :class:`ConvNet` expose the same interface: ``.blocks`` (an ``nn.ModuleList`` of
 :class:`Block`, each with ``.linear``, ``.norm``, ``.act``, ``.pool``), ``.head``, ``forward(x)``
@@ -57,41 +59,59 @@ INITS = ("kaiming", "xavier", "lecun", "torch")
 
 
 class NoisyBatchNorm(nn.Module):
-    r"""Batch norm followed by per-unit noise that changes at every training step.
+    r"""Batch norm followed by noise whose distribution changes at every training step.
 
-    Santurkar et al. (2018, §2.1) inject, after each BN layer, noise "with non-zero mean and
-    non-unit variance" whose distribution changes at every step, so that the input of the next
-    layer keeps shifting even though BN normalized it. Here, at training step :math:`t` and for
-    every unit (channel) :math:`j`,
+    Santurkar et al. (2018, §2.1) "perturb each activation for each sample in the batch using
+    i.i.d. noise sampled from a non-zero mean and non-unit variance distribution", and the noise
+    distribution "changes at each time step". With ``per_example=True`` (the default, their
+    design), at training step :math:`t` the layer first draws, for every unit (channel)
+    :math:`j`, the step's noise distribution, a mean and a standard deviation
 
     .. math::
 
-        y_{\cdot j} = s_{tj}\,\mathrm{BN}(x)_{\cdot j} + b_{tj},\qquad
-        b_{tj}\sim U(-a, a),\quad s_{tj}\sim U(1, k),
+        b_{tj}\sim U(-a, a),\qquad s_{tj}\sim U(1, k),
 
-    with :math:`a` = ``mean_scale`` and :math:`k` = ``std_scale``, drawn i.i.d. over units and
-    steps. Within a step all samples share :math:`s_{tj}, b_{tj}`: the whole distribution of unit
-    :math:`j` is moved to mean :math:`\beta_j + b_{tj}` and scaled by :math:`s_{tj}`, a fresh
-    covariate shift at every step. ``E[b] = 0``, ``std[b] = a/√3``, ``E[s] = (1+k)/2``,
-    ``std[s] = (k−1)/√12``. In eval mode the layer is plain BN (running statistics, no noise).
+    and then adds to every activation of every example its own draw from it:
+
+    .. math::
+
+        y_{ij} = \mathrm{BN}(x)_{ij} + \xi_{tij},\qquad
+        \xi_{tij}\sim\mathcal N(b_{tj},\, s_{tj}^2)\ \text{i.i.d. over } i
+        \text{ (and positions)}.
+
+    Unit :math:`j`'s batch distribution then has mean :math:`\beta_j + b_{tj}` and variance
+    :math:`\gamma_j^2 + s_{tj}^2`, both redrawn at every step.
+
+    ``per_example=False`` is the *shared* variant: one shift and one scale per unit and step,
+    the same for the whole batch, :math:`y_{ij} = s_{tj}\,\mathrm{BN}(x)_{ij} + b_{tj}`. It moves
+    the distribution of every unit without adding noise between the examples of a batch.
+
+    :math:`a` = ``mean_scale`` and :math:`k` = ``std_scale``; the draws are i.i.d. over units and
+    steps, ``E[b] = 0``, ``std[b] = a/√3``, ``E[s] = (1+k)/2``, ``std[s] = (k−1)/√12``. In eval
+    mode the layer is plain BN (running statistics, no noise).
 
     Parameters
     ----------
     num_features: C, the number of units (``dims=1``, input ``(N, C)``) or channels
         (``dims=2``, input ``(N, C, H, W)``).
     dims: 1 for :class:`~bncore.norm.torch_bn.BatchNorm1d`, 2 for ``BatchNorm2d``.
-    mean_scale: a ≥ 0, the half-width of the shift distribution.
-    std_scale: k ≥ 1, the upper end of the scale distribution.
+    mean_scale: a ≥ 0, the half-width of the distribution of the noise mean b.
+    std_scale: k ≥ 1, the upper end of the distribution of the noise scale s.
     seed: seed of this layer's own noise generator (CPU ``torch.Generator``), so that the noise
         sequence does not depend on the device or on other random draws.
+    per_example: i.i.d. noise per activation and example (Santurkar et al.), or the shared
+        variant.
     **bn_kw: ``eps``, ``momentum``, ``affine``, ``track_running_stats`` for the BN.
 
     Attributes
     ----------
-    last_shift, last_scale: the ``(C,)`` noise of the most recent training forward (``None``
+    last_shift, last_scale: the ``(C,)`` b and s of the most recent training step (``None``
         before the first one).
-    resample: when ``False`` a training forward reuses the last noise instead of drawing new
-        noise (used by :func:`probe_mode` so that probes do not advance the noise sequence).
+    resample: when ``False`` a training forward reuses the step's noise instead of drawing new
+        noise (used by :func:`probe_mode` so that probes do not advance the noise sequence). The
+        per-example noise of an input of another shape is drawn from the step's distribution
+        with a generator seeded by the layer's seed and step, so it is the same for every probe
+        of that step.
     """
 
     def __init__(
@@ -101,6 +121,7 @@ class NoisyBatchNorm(nn.Module):
         mean_scale: float = 1.0,
         std_scale: float = 2.0,
         seed: int = 0,
+        per_example: bool = True,
         **bn_kw: Any,
     ) -> None:
         super().__init__()
@@ -116,32 +137,58 @@ class NoisyBatchNorm(nn.Module):
         self.mean_scale = float(mean_scale)
         self.std_scale = float(std_scale)
         self.seed = int(seed)
+        self.per_example = bool(per_example)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.resample = True
+        self.steps = 0
         self.last_shift: Tensor | None = None
         self.last_scale: Tensor | None = None
+        self.last_noise: Tensor | None = None
 
     def extra_repr(self) -> str:  # noqa: D102
-        return f"mean_scale={self.mean_scale}, std_scale={self.std_scale}, seed={self.seed}"
+        return (f"mean_scale={self.mean_scale}, std_scale={self.std_scale}, seed={self.seed}, "
+                f"per_example={self.per_example}")
 
     def draw_noise(self) -> tuple[Tensor, Tensor]:
-        """Draw a fresh ``(shift, scale)`` pair of ``(C,)`` tensors (CPU) and store it."""
+        """Draw the step's ``(shift, scale)``, a pair of ``(C,)`` tensors (CPU), and store it."""
         c, g = self.num_features, self.generator
         shift = (torch.rand(c, generator=g) * 2 - 1) * self.mean_scale
         scale = 1 + torch.rand(c, generator=g) * (self.std_scale - 1)
         self.last_shift, self.last_scale = shift, scale
+        self.last_noise = None
+        self.steps += 1
         return shift, scale
 
+    def _example_noise(
+        self, shape: torch.Size, shift: Tensor, scale: Tensor, fresh: bool
+    ) -> Tensor:
+        """ξ ~ N(shift, scale²) of the input's shape: from the training stream when ``fresh``,
+        else the step's stored noise (same shape) or a per-step probe stream (other shapes).
+        """
+        if not fresh and self.last_noise is not None and self.last_noise.shape == shape:
+            return self.last_noise
+        g = self.generator if fresh else torch.Generator().manual_seed(
+            self.seed * 1_000_003 + self.steps)
+        view = (1, -1) + (1,) * (len(shape) - 2)
+        noise = shift.reshape(view) + scale.reshape(view) * torch.randn(shape, generator=g)
+        if fresh:
+            self.last_noise = noise
+        return noise
+
     def forward(self, x: Tensor) -> Tensor:
-        """BN(x), then ``scale·BN(x) + shift`` per unit in training mode."""
+        """BN(x), then the step's noise in training mode (see the class docstring)."""
         y = self.bn(x)
         if not self.training:
             return y
-        if self.resample or self.last_shift is None:
+        fresh = self.resample or self.last_shift is None
+        if fresh:
             shift, scale = self.draw_noise()
         else:
-            assert self.last_scale is not None  # draw_noise sets shift and scale together
+            assert self.last_shift is not None and self.last_scale is not None
             shift, scale = self.last_shift, self.last_scale
+        if self.per_example:
+            noise = self._example_noise(y.shape, shift, scale, fresh)
+            return y + noise.to(device=y.device, dtype=y.dtype)
         shape = (1, -1) + (1,) * (x.dim() - 2)
         scale = scale.to(device=y.device, dtype=y.dtype).reshape(shape)
         shift = shift.to(device=y.device, dtype=y.dtype).reshape(shape)

@@ -1,14 +1,14 @@
 r"""Residual networks with the block variants that replace or mimic batch norm.
 
 Every network here is a stack of pre-activation residual blocks (He et al. 2016, "Identity
-Mappings") on a stream ``x_ℓ`` of constant width,
+Mappings") on a stream ``x_l`` of constant width,
 
 .. math::
 
-    x_{\ell} = x_{\ell-1} + r_\ell(x_{\ell-1}),\qquad \ell = 1,\dots,L,
+    x_{l} = x_{l-1} + r_l(x_{l-1}),\qquad l = 1,\dots,L,
 
 where ``x_0`` is the output of a linear (or 3×3 conv) *stem* and the *residual branch*
-``r_ℓ`` has two weight layers (m = 2). The variants differ only in the branch:
+``r_l`` has two weight layers (Fixup's m = 2). The variants differ only in the branch:
 
 ``"bn"``
     r(x) = W₂ ReLU(BN(W₁ ReLU(BN(x)))), He-initialized W, no biases. BN on the branch, identity
@@ -22,11 +22,13 @@ where ``x_0`` is the output of a linear (or 3×3 conv) *stem* and the *residual 
 ``"fixup"``
     r(x) = s·W₂(ReLU(W₁(ReLU(x) + a₁) + a₂) + a₃) + a₄ with scalar biases a (init 0) and a scalar
     multiplier s (init 1); W₁ is He-initialized and scaled by L^{-1/(2m-2)} = L^{-1/2}, W₂ is
-    zero, and so is the classifier (Zhang et al. 2019, the three rules of Fig. 1).
+    zero, and so is the classifier (Zhang et al. 2019, the three rules of Fig. 1; their m is the
+    number of layers per branch).
 ``"nf"``
-    r(x) = α·f(x/β_ℓ) with β_ℓ = √Var(x_{ℓ-1}) *predicted* as √(1 + (ℓ-1)α²) and a fixed α
+    r(x) = α·f(x/σ̄_l) with σ̄_l = √Var(x_{l-1}) *predicted* as √(1 + (l-1)α²) and a fixed α
     (0.2 by default), and f = W₂ ReLU(W₁ ReLU(·)) with scaled weight standardization
-    Ŵ = γ·(W − mean)/(std·√fan_in), γ = √(2/(1 − 1/π)) for ReLU (Brock et al. 2021).
+    Ŵ = g·(W − mean)/(std·√fan_in), with the gain g = √(2/(1 − 1/π)) for ReLU (Brock et al.
+    2021, who write γ for the gain and β_l for σ̄_l).
 
 All weight layers of a branch are ``nn.Linear`` (``dims=1``, input ``(N, C)``) or 3×3
 ``nn.Conv2d`` with circular padding (``dims=2``, input ``(N, C, H, W)``). Circular padding
@@ -63,14 +65,15 @@ __all__ = [
 VARIANTS: tuple[str, ...] = ("bn", "none", "skipinit", "fixup", "nf")
 
 #: Brock et al. (2021): the gain γ that makes ReLU followed by a weight-standardized layer
-#: variance preserving: Var(ReLU(z)) = (1 − 1/π)/2 for z ~ N(0, 1), so γ = √(2/(1 − 1/π)).
+#: variance preserving: Var(ReLU(z)) = (1 − 1/π)/2 for z ~ N(0, 1), so the gain is √(2/(1 − 1/π)).
 RELU_WS_GAIN: float = math.sqrt(2.0 / (1.0 - 1.0 / math.pi))
 
 
 def fixup_scale(num_blocks: int, layers_per_branch: int = 2) -> float:
     """Fixup's rescaling L^{-1/(2m-2)} of the non-final branch layers (Zhang et al. 2019, Fig. 1).
 
-    ``num_blocks`` is L (the number of residual branches), ``layers_per_branch`` is m ≥ 2.
+    ``num_blocks`` is L (the number of residual branches), ``layers_per_branch`` is Fixup's
+    m ≥ 2 (not a batch size).
     """
     if num_blocks < 1:
         raise ValueError(f"num_blocks must be ≥ 1, got {num_blocks}")
@@ -80,8 +83,8 @@ def fixup_scale(num_blocks: int, layers_per_branch: int = 2) -> float:
 
 
 def nf_betas(num_blocks: int, alpha: float, input_var: float = 1.0) -> list[float]:
-    """β_ℓ = √Var(x_{ℓ-1}) for ℓ = 1..L predicted by Var(x_ℓ) = Var(x_{ℓ-1}) + α²
-    (Brock et al. 2021): β_ℓ = √(input_var + (ℓ-1)·α²).
+    """σ̄_l = √Var(x_{l-1}) for l = 1..L predicted by Var(x_l) = Var(x_{l-1}) + α²
+    (Brock et al. 2021): σ̄_l = √(input_var + (l-1)·α²).
     """
     if num_blocks < 1:
         raise ValueError(f"num_blocks must be ≥ 1, got {num_blocks}")
@@ -165,10 +168,10 @@ class ResidualBlock(nn.Module):
     width: channels (or features) of the stream.
     variant: one of :data:`VARIANTS`.
     dims: 1 for ``(N, C)`` inputs (linear layers), 2 for ``(N, C, H, W)`` (3×3 convs).
-    index: ℓ, the block's 1-based position (used by ``"nf"`` for β_ℓ).
+    index: l, the block's 1-based position (used by ``"nf"`` for σ̄_l).
     num_blocks: L (used by ``"fixup"`` for the L^{-1/2} scaling).
     alpha: SkipInit's initial α (default 0) or NF's fixed α (default 0.2).
-    input_var: Var(x_0) assumed by ``"nf"`` when predicting β_ℓ.
+    input_var: Var(x_0) assumed by ``"nf"`` when predicting σ̄_l.
     """
 
     def __init__(self, width: int, variant: str, *, dims: int = 1, index: int = 1,
@@ -203,7 +206,7 @@ class ResidualBlock(nn.Module):
             self.scale = nn.Parameter(torch.ones(()))  # s: scalar multiplier (rule 3)
 
     def branch(self, x: Tensor) -> Tensor:
-        """r(x): what the block adds to the stream (after α, s and β)."""
+        """r(x): what the block adds to the stream (after α, s and the division by σ̄_l)."""
         v = self.variant
         if v == "bn":
             h = self.layer1(F.relu(self.norm1(x)))

@@ -3,8 +3,8 @@ r"""Signal propagation through residual networks at initialization: the simulati
 Brock, De & Smith (2021), *Characterizing Signal Propagation to Close the Performance Gap in
 Unnormalized ResNets* (ICLR), summarize the forward pass of a ResNet at initialization by
 three numbers per residual block, their *signal propagation plot* (SPP). For an activation
-``x: (N, C, *spatial)`` with per-channel batch mean μ_c and (biased) variance σ_c² over the
-N·∏spatial values of channel c,
+``x: (N, C, *spatial)`` (N = m examples) with per-channel batch mean μ_c and (biased) variance
+σ_c² over the m·∏spatial values of channel c,
 
 .. math::
 
@@ -13,15 +13,15 @@ N·∏spatial values of channel c,
     \text{average channel variance} &= \frac1C\sum_c \sigma_c^2,
     \end{aligned}
 
-measured on the stream x_ℓ after every block, and the *residual-branch variance*, the
-average channel variance of what block ℓ adds to the stream, r_ℓ(x_{ℓ−1}) (here after
-SkipInit's α or NF's α, i.e. exactly the term in x_ℓ = x_{ℓ−1} + r_ℓ). Their sum, the second
-moment E[x_ℓ²], is what :func:`bncore.theory.residual_stream_variance` predicts
+measured on the stream x_l after every block, and the *residual-branch variance*, the
+average channel variance of what block l adds to the stream, r_l(x_{l−1}) (here after
+SkipInit's α or NF's α, i.e. exactly the term in x_l = x_{l−1} + r_l). Their sum, the second
+moment E[x_l²], is what :func:`bncore.theory.residual_stream_variance` predicts
 (De & Smith 2020).
 
 :func:`gradient_profile` measures the backward pass the same way the gradient-explosion
-chapter does (:mod:`bncore.experiments.explosion`): a random linear readout L = ⟨R, x_L⟩ of the last
-stream, R ~ N(0, 1), and the squared Frobenius norms ‖∂L/∂W‖² of every branch weight.
+chapter does (:mod:`bncore.experiments.explosion`): a random linear readout ℓ = ⟨V, x_L⟩ of the last
+stream, V ~ N(0, 1), and the squared Frobenius norms ‖∂ℓ/∂W‖² of every branch weight.
 """
 
 from __future__ import annotations
@@ -78,12 +78,12 @@ class SignalProp:
 
     @property
     def second_moment(self) -> np.ndarray:
-        """E[x_ℓ²] averaged over channels: squared mean + variance, (…, L + 1)."""
+        """E[x_l²] averaged over channels: squared mean + variance, (…, L + 1)."""
         return self.sq_mean + self.var
 
     @property
     def branch_fraction(self) -> np.ndarray:
-        """E[r_ℓ²]/E[x_ℓ²]: the share of block ℓ's output carried by its branch, (…, L)."""
+        """E[r_l²]/E[x_l²]: the share of block l's output carried by its branch, (…, L)."""
         return (self.branch_sq_mean + self.branch_var) / self.second_moment[..., 1:]
 
 
@@ -151,8 +151,8 @@ def signal_propagation_seeds(
 class GradientProfileRes:
     """Squared gradient norms of S residual networks at initialization.
 
-    ``grad_w_sq``: (S, 2L) ‖∂L/∂W‖_F² of the branch weights W₁¹, W₂¹, …, W₂ᴸ (input to output).
-    ``grad_x_sq``: (S, L + 1) ‖∂L/∂x_ℓ‖² of the stream, summed over the batch.
+    ``grad_w_sq``: (S, 2L) ‖∂ℓ/∂W‖_F² of the branch weights W₁¹, W₂¹, …, W₂ᴸ (input to output).
+    ``grad_x_sq``: (S, L + 1) ‖∂ℓ/∂x_l‖² of the stream, summed over the batch.
     """
 
     grad_w_sq: np.ndarray
@@ -176,7 +176,7 @@ def gradient_profile(
     """Per-layer squared gradient norms of residual MLPs at initialization, one per seed.
 
     Same measurement as :func:`bncore.experiments.explosion.simulate` for the plain BN-MLP: N(0, 1)
-    input of width ``width``, loss L = ⟨R, x_L⟩ with R ~ N(0, 1) of the shape of the last stream, BN
+    input of width ``width``, loss ℓ = ⟨V, x_L⟩ with V ~ N(0, 1) of the shape of the last stream, BN
     in training mode (batch statistics). The stem and head are not part of the profile.
     """
     seeds = list(seeds)

@@ -57,7 +57,7 @@ def least_squares_loss(output: Tensor, target: Tensor) -> Tensor:
 
 
 def linear_readout(readout: Tensor) -> Callable[[Tensor], Tensor]:
-    """The loss L(z) = ⟨z, R⟩ = Σ z ⊙ R, whose gradient is R everywhere (and Hessian zero)."""
+    """The loss ℓ(z) = ⟨z, V⟩ = Σ z ⊙ V, whose gradient is the readout V (Hessian zero)."""
 
     def loss(z: Tensor) -> Tensor:
         return (z * readout).sum()

@@ -5,11 +5,11 @@ step 11): with running estimates μ̂, σ̂² (``running_mean``, ``running_var``
 
 .. math::
 
-    \mathrm{BN}(z) = a\,z + c,\qquad a = \frac{\gamma}{\sqrt{\hat\sigma^2+\epsilon}},\qquad
+    \mathrm{BN}(x) = a\,x + c,\qquad a = \frac{\gamma}{\sqrt{\hat\sigma^2+\epsilon}},\qquad
     c = \beta - a\,\hat\mu .
 
-When ``z = W u + b`` comes from a ``Linear`` or ``Conv{1,2,3}d`` layer with C output channels,
-the composition is again such a layer, with per-output-channel rescaled weights:
+When ``x = W z + b`` (layer input z) comes from a ``Linear`` or ``Conv{1,2,3}d`` layer with C
+output channels, the composition is again such a layer, with per-output-channel rescaled weights:
 
 .. math::
 

@@ -22,7 +22,7 @@ The rest are the measurements of the backprop and transform chapters that are mo
   against centred differences, for dx, dγ and dβ at once.
 - :func:`bn_autograd_checks`: ``torch.autograd.gradcheck`` and ``gradgradcheck`` of a batch-norm
   function in training and in eval mode.
-- :func:`bn_tanh_hvp`: a Hessian-vector product through batch norm, of L = Σ R ⊙ tanh(BN(x)).
+- :func:`bn_tanh_hvp`: a Hessian-vector product through batch norm, of ℓ = Σ V ⊙ tanh(BN(x)).
 - :func:`channel_norm`, :func:`channel_cosine`: per-channel norms and cosines over the
   N·∏spatial values of each channel, for statements like "dx ⟂ x̂ in every channel".
 """
@@ -262,32 +262,33 @@ def bn_linear_grads(
 ) -> tuple[float, Tensor, Tensor, Tensor]:
     r"""Loss and gradients of a linear layer followed by training-mode batch norm.
 
-    With z = u Wᵀ, y = BN(z) (per column, over the batch, γ = 1, β = 0, by
-    :func:`bncore.norm.torch_bn.batch_norm`) and the loss ℓ = Σ R ⊙ tanh(y) for a fixed readout R,
+    With the layer input z (the argument ``u``, Ioffe & Szegedy's u), x = z Wᵀ, y = BN(x) (per
+    column, over the batch, γ = 1, β = 0, by :func:`bncore.norm.torch_bn.batch_norm`) and the
+    loss ℓ = Σ V ⊙ tanh(y) for a fixed readout V,
 
     .. math::
 
-        \ell(W) = \sum_{n,c} R_{nc}\,\tanh\big(\mathrm{BN}(u W^\top)_{nc}\big).
+        \ell(W) = \sum_{n,c} V_{nc}\,\tanh\big(\mathrm{BN}(z W^\top)_{nc}\big).
 
-    Ioffe & Szegedy (2015, §3.3) note that BN((aW)u) = BN(Wu) for a scalar a > 0, hence
-    ∂ℓ/∂u is unchanged and ∂ℓ/∂(aW) = (1/a)·∂ℓ/∂W. With ε > 0 these hold exactly only with ε
-    replaced by ε/a², since BN_ε(a z) = BN_{ε/a²}(z).
+    Ioffe & Szegedy (2015, §3.3) note that BN((aW)z) = BN(Wz) for a scalar a > 0, hence
+    ∂ℓ/∂z is unchanged and ∂ℓ/∂(aW) = (1/a)·∂ℓ/∂W. With ε > 0 these hold exactly only with ε
+    replaced by ε/a², since BN_ε(a x) = BN_{ε/a²}(x).
 
     Parameters
     ----------
     u
-        ``(N, d_in)`` layer input.
+        ``(N, d_in)`` layer input z (N = m examples).
     weight
         ``(C, d_in)`` weight W (already scaled by a, if you are testing scale invariance).
     readout
-        ``(N, C)`` fixed readout R.
+        ``(N, C)`` fixed readout V.
     eps
         BN's ε.
 
     Returns
     -------
     ``(loss, y, grad_weight, grad_u)``: the loss as a float, the BN output ``(N, C)``, and
-    ∂ℓ/∂W ``(C, d_in)`` and ∂ℓ/∂u ``(N, d_in)``, all detached.
+    ∂ℓ/∂W ``(C, d_in)`` and ∂ℓ/∂z ``(N, d_in)``, all detached.
     """
     if u.dim() != 2 or weight.dim() != 2 or u.shape[1] != weight.shape[1]:
         raise ValueError(
@@ -348,7 +349,7 @@ def bn_tanh_hvp(
     direction: Tensor,
     eps: float = 1e-5,
 ) -> Tensor:
-    r"""The Hessian-vector product ∇²ₓL·v of L(x) = Σ R ⊙ tanh(BN(x)), BN in training mode.
+    r"""The Hessian-vector product ∇²ₓℓ·v of ℓ(x) = Σ V ⊙ tanh(BN(x)), BN in training mode.
 
     By double backward through ``fn``'s backward (``torch.autograd.functional.hvp``): it is
     right only if that backward is itself differentiable, which is what it checks.

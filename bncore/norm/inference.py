@@ -87,7 +87,7 @@ def ema_chains(
 ) -> np.ndarray:
     """Run the running-average rule over ``batch_values: (T, K)``, K independent chains at once.
 
-    Step t (1-based) applies running ← (1 − α_t)·running + α_t·value_t with α_t = ``momentum``
+    Step t (1-based) applies running ← (1 − τ_t)·running + τ_t·value_t with τ_t = ``momentum``
     or 1/t when ``momentum is None`` (:func:`bncore.norm.stats.momentum_factor`,
     :func:`bncore.norm.stats.running_update`, the rules of every BN layer in this book), starting
     from ``init``. Returns the ``(T, K)`` trajectory.

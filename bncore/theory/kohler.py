@@ -15,10 +15,12 @@ def kohler_gdnp_bound(gap0: float, mu: float, L: float, steps: int) -> np.ndarra
 
     .. math::
 
-        \rho(w_t) - \rho^* \le \Big(1 - \frac{\mu}{L}\Big)^{2t}\,\big(\rho(w_0) - \rho^*\big),
+        R(w_t) - R^* \le \Big(1 - \frac{\nu_1}{\nu_d}\Big)^{2t}\,\big(R(w_0) - R^*\big),
 
-    for GDNP with step η_t = wₜᵀSwₜ/(2L|ρ(wₜ)|), where ρ(w) = −(wᵀuuᵀw)/(wᵀSw) and μ, L are
-    the smallest and largest eigenvalues of S = E[xxᵀ]. Returns the ``(steps+1,)`` bound.
+    for GDNP with step η_t = wₜᵀSwₜ/(2ν_d|R(wₜ)|), where R(w) = −(wᵀbbᵀw)/(wᵀSw) is the
+    generalized Rayleigh quotient (Kohler et al.'s ρ, with b = E[y*x] their u) and
+    ``mu`` = ν_1, ``L`` = ν_d are the smallest and largest eigenvalues of S = E[xxᵀ] (Kohler et
+    al.'s μ and L). Returns the ``(steps+1,)`` bound.
     """
     _check_mu_L(mu, L)
     if steps < 0:
@@ -27,44 +29,47 @@ def kohler_gdnp_bound(gap0: float, mu: float, L: float, steps: int) -> np.ndarra
 
 
 def gd_least_squares_bound(gap0: float, mu: float, L: float, steps: int) -> np.ndarray:
-    r"""The classical bound for plain GD on least squares, f(w̃) = E[(y − xᵀw̃)²], t = 0..steps.
+    r"""The classical bound for plain GD on least squares, f(w̃) = E[(y* − xᵀw̃)²], t = 0..steps.
 
-    With step 1/λ_max(∇²f) = 1/(2L), the error e_t = w̃_t − w̃* evolves as
-    e_{t+1} = (I − S/L) e_t and f(w̃_t) − f* = e_tᵀ S e_t. Every eigen-component is multiplied
-    by 1 − λ_i/L, which lies in [0, 1 − μ/L], so
+    With step 1/ν_max(∇²f) = 1/(2ν_d), the error e_t = w̃_t − w̃* evolves as
+    e_{t+1} = (I − S/ν_d) e_t and f(w̃_t) − f* = e_tᵀ S e_t. Every eigen-component is
+    multiplied by 1 − ν_i/ν_d, which lies in [0, 1 − ν_1/ν_d], so (``mu`` = ν_1, ``L`` = ν_d)
 
     .. math::
 
-        f(\tilde w_t) - f^* \le \Big(1 - \frac{\mu}{L}\Big)^{2t}\,\big(f(\tilde w_0) - f^*\big),
+        f(\tilde w_t) - f^* \le \Big(1 - \frac{\nu_1}{\nu_d}\Big)^{2t}
+        \big(f(\tilde w_0) - f^*\big),
 
     the *same* bound as :func:`kohler_gdnp_bound`, on the same quantity: for GDNP with the
-    optimal length, f(w̃_t) − f* = ρ(w_t) − ρ* exactly.
+    optimal length, f(w̃_t) − f* = R(w_t) − R* exactly.
     """
     _check_mu_L(mu, L)
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    per_step = (1.0 - mu / L) ** 2  # max_i (1 − λ_i/L)², attained at λ_i = μ
+    per_step = (1.0 - mu / L) ** 2  # max_i (1 − ν_i/ν_d)², attained at ν_i = ν_1
     return gap0 * per_step ** np.arange(steps + 1)
 
 
 def gd_least_squares_rate(eigenvalues: np.ndarray, step: float) -> float:
     r"""Asymptotic per-step contraction of f − f* for GD on least squares with step η.
 
-    e_{t+1} = (I − 2ηS)e_t, so f − f* = Σ λ_i e_i² shrinks per step by max_i (1 − 2ηλ_i)² in the
-    long run (when e_0 has a component along the slowest eigenvector). With η = 1/(2L) this is
-    (1 − μ/L)²: the bound of :func:`gd_least_squares_bound` is attained asymptotically.
+    e_{t+1} = (I − 2ηS)e_t, so f − f* = Σ ν_i e_i² shrinks per step by max_i (1 − 2ην_i)² in the
+    long run (when e_0 has a component along the slowest eigenvector), ν_i the ``eigenvalues``
+    of S. With η = 1/(2ν_d) this is (1 − ν_1/ν_d)²: the bound of
+    :func:`gd_least_squares_bound` is attained asymptotically.
     """
     lam = np.asarray(eigenvalues, dtype=float)
     return float(np.max((1.0 - 2.0 * step * lam) ** 2))
 
 
 def gdnp_compressed_spectrum(S: np.ndarray, u: np.ndarray) -> np.ndarray:
-    r"""Eigenvalues θ_1 ≤ … ≤ θ_{d−1} of S compressed to the hyperplane ũ^⊥, ũ = S^{−1/2}u.
+    r"""Eigenvalues ν̃_1 ≤ … ≤ ν̃_{d−1} of S compressed to the hyperplane b̃^⊥, b̃ = S^{−1/2}b.
 
-    In the coordinates v = S^{1/2}w, GDNP with step w'Sw/(cL|ρ|) reads
-    v_{t+1} = v_t − (2/(cL))·S·(v_t + ũũᵀv_t/ρ(w_t)). Near the optimum v* ∝ ũ the direction
-    error e ⟂ ũ evolves as e_{t+1} = P(I − 2S/(cL))P e_t with P = I − ũũᵀ/‖ũ‖², so the
-    compression P S P on ũ^⊥ sets the rate. By Cauchy interlacing λ_i ≤ θ_i ≤ λ_{i+1}.
+    ``u`` is the cross moment b = E[y*x] (Kohler et al.'s u). In the coordinates v = S^{1/2}w,
+    GDNP with step w'Sw/(cν_d|R|) reads v_{t+1} = v_t − (2/(cν_d))·S·(v_t + b̃b̃ᵀv_t/R(w_t)).
+    Near the optimum v* ∝ b̃ the direction error e ⟂ b̃ evolves as
+    e_{t+1} = P(I − 2S/(cν_d))P e_t with P = I − b̃b̃ᵀ/‖b̃‖², so the compression P S P on b̃^⊥
+    sets the rate. By Cauchy interlacing ν_i ≤ ν̃_i ≤ ν_{i+1} (ν_i the eigenvalues of S).
     (This linearization is the book's derivation, not a result stated by Kohler et al.)
     """
     S = np.asarray(S, dtype=float)
@@ -81,19 +86,20 @@ def gdnp_compressed_spectrum(S: np.ndarray, u: np.ndarray) -> np.ndarray:
 
 
 def gdnp_asymptotic_rate(S: np.ndarray, u: np.ndarray, factor: float = 2.0) -> float:
-    r"""Asymptotic per-step contraction of ρ(w_t) − ρ* for GDNP with step w'Sw/(c·L|ρ|).
+    r"""Asymptotic per-step contraction of R(w_t) − R* for GDNP with step w'Sw/(c·ν_d|R|).
 
-    ρ − ρ* = abs(ρ*)·sin²∠_S(w, S⁻¹u) is quadratic in the direction error, so the rate is the
-    square of the spectral radius of P(I − 2S/(cL))P (see :func:`gdnp_compressed_spectrum`):
+    R − R* = abs(R*)·sin²∠_S(w, S⁻¹b) is quadratic in the direction error (b the argument
+    ``u``), so the rate is the square of the spectral radius of P(I − 2S/(cν_d))P (see
+    :func:`gdnp_compressed_spectrum`), with c the argument ``factor``:
 
     .. math::
 
-        r_c = \max_i \Big(1 - \frac{2\theta_i}{cL}\Big)^2,\qquad
-        r_2 = \Big(1 - \frac{\theta_1}{L}\Big)^2 \in
-        \Big[\big(1 - \tfrac{\lambda_2}{L}\big)^2, \big(1 - \tfrac{\lambda_1}{L}\big)^2\Big].
+        r_c = \max_i \Big(1 - \frac{2\tilde\nu_i}{c\,\nu_d}\Big)^2,\qquad
+        r_2 = \Big(1 - \frac{\tilde\nu_1}{\nu_d}\Big)^2 \in
+        \Big[\big(1 - \tfrac{\nu_2}{\nu_d}\big)^2, \big(1 - \tfrac{\nu_1}{\nu_d}\big)^2\Big].
 
-    With c = 2 GDNP is asymptotically at least as fast as GD with step 1/(2L), whose rate is
-    (1 − λ_1/L)², and at most as fast as GD would be with the smallest eigenvalue removed.
+    With c = 2 GDNP is asymptotically at least as fast as GD with step 1/(2ν_d), whose rate is
+    (1 − ν_1/ν_d)², and at most as fast as GD would be with the smallest eigenvalue removed.
     """
     if not factor > 0:
         raise ValueError(f"factor must be positive, got {factor}")

@@ -16,9 +16,10 @@ def expected_batch_variance(m: int, population_var: float = 1.0) -> float:
 
 
 def ema_stationary_variance(momentum: float, batch_stat_var: float) -> float:
-    r"""Variance of r_t = (1 − α)r_{t−1} + α·s_t at stationarity for i.i.d. s_t: α/(2 − α)·Var(s).
+    r"""Variance of r_t = (1 − τ)r_{t−1} + τ·s_t at stationarity for i.i.d. s_t: τ/(2 − τ)·Var(s).
 
-    From Var(r) = (1 − α)²Var(r) + α²Var(s). With PyTorch's α = 0.1 this is Var(s)/19: the
+    τ is PyTorch's ``momentum``, the weight of the new value. From
+    Var(r) = (1 − τ)²Var(r) + τ²Var(s). With PyTorch's default τ = 0.1 this is Var(s)/19: the
     running mean of batch means of size m fluctuates with standard deviation σ/√(19m).
     """
     if not 0.0 < momentum <= 1.0:

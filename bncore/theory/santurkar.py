@@ -38,27 +38,30 @@ def santurkar_grad_bound(
 
     .. math::
 
-        \|\nabla_{y_j}\hat L\|^2 \le \frac{\gamma_j^2}{\sigma_j^2}\Big(\|g_j\|^2
-        - \tfrac1m\langle \mathbf 1, g_j\rangle^2 - \tfrac1m\langle g_j, \hat y_j\rangle^2\Big),
+        \|\nabla_{x_j}\hat\ell\|^2 \le \frac{\gamma_j^2}{\sigma_j^2}\Big(\|\delta_j\|^2
+        - \tfrac1m\langle \mathbf 1, \delta_j\rangle^2
+        - \tfrac1m\langle \delta_j, \hat x_j\rangle^2\Big),
 
-    where y_j ∈ R^m is channel j's pre-BN activation over the batch, ŷ_j = (y_j − μ_j)/σ_j its
-    normalized value, σ_j = √(σ_B² + ε) the batch standard deviation BN divides by, and
-    g_j = ∇_{z_j} L the gradient of the loss downstream of the BN output z_j = γ_j ŷ_j + β_j
-    (the paper's ∇_{y_j} L of the "identical non-BN network").
+    in the book's notation: x_j ∈ R^m is channel j's pre-BN activation over the batch,
+    x̂_j = (x_j − μ_B 1)/σ_j its normalized value, σ_j = √(σ_B² + ε) the batch standard
+    deviation BN divides by, ℓ̂ the loss of the BN network, and δ_j = ∇_{y_j} ℓ the gradient of
+    the loss downstream of the BN output y_j = γ_j x̂_j + β_j. (The paper writes y_j for our
+    x_j, ŷ_j for x̂_j, z_j for y_j, L for ℓ and g_j for δ_j, the ∇_{y_j} L of the "identical
+    non-BN network".)
 
     Parameters
     ----------
-    grad_out: (m, C) the downstream gradient g.
-    yhat: (m, C) the normalized activations ŷ.
+    grad_out: (m, C) the downstream gradient δ.
+    yhat: (m, C) the normalized activations x̂.
     gamma, sigma: (C,) BN's scale γ and the standard deviation σ_j it divides by.
-    misprint: use 1/√m instead of 1/m in front of ⟨g, ŷ⟩², as some copies of the paper
+    misprint: use 1/√m instead of 1/m in front of ⟨δ, x̂⟩², as some copies of the paper
         print it. That version is *not* a bound (it undercuts the exact value whenever
-        ⟨g, ŷ⟩ ≠ 0 and m > 1).
+        ⟨δ, x̂⟩ ≠ 0 and m > 1).
 
     Returns
     -------
-    (C,) the bound on ‖∇_{y_j} L̂‖² for each channel. For ε = 0 it holds with equality (BN's
-    backward is γ/σ times the orthogonal projection onto {1, ŷ}^⊥).
+    (C,) the bound on ‖∇_{x_j} ℓ̂‖² for each channel. For ε = 0 it holds with equality (BN's
+    backward is γ/σ times the orthogonal projection onto {1, x̂}^⊥).
     """
     m = _santurkar_check(grad_out, yhat, gamma, sigma)
     coef = 1.0 / math.sqrt(m) if misprint else 1.0 / m
@@ -73,13 +76,13 @@ def santurkar_grad_gap(
 ) -> Tensor:
     r"""Exact slack of Theorem 4.1 for BN with ε > 0 (derived in the smoothing chapter).
 
-    With σ_j² = σ_B² + ε, BN's backward is (γ/σ_j)·P with P = I − 11ᵀ/m − ŷŷᵀ/m, whose
-    eigenvalue along ŷ is λ = ε/σ_j² instead of 0, so P² ⪯ P and
+    With σ_j² = σ_B² + ε, BN's backward is (γ/σ_j)·P with P = I − 11ᵀ/m − x̂x̂ᵀ/m, whose
+    eigenvalue along x̂ is 1 − ρ = ε/σ_j² instead of 0, so P² ⪯ P and
 
     .. math::
 
-        \text{bound} - \|\nabla_{y_j}\hat L\|^2
-        = \frac{\gamma_j^2\,\epsilon\,\langle g_j, \hat y_j\rangle^2}
+        \text{bound} - \|\nabla_{x_j}\hat\ell\|^2
+        = \frac{\gamma_j^2\,\epsilon\,\langle \delta_j, \hat x_j\rangle^2}
                {m\,(\sigma_{B,j}^2+\epsilon)^2}.
 
     Parameters
@@ -105,21 +108,21 @@ def santurkar_hessian_bound(
 
     .. math::
 
-        (\nabla_{y_j}\hat L)^\top \frac{\partial^2\hat L}{\partial y_j\partial y_j}
-        (\nabla_{y_j}\hat L) \le \frac{\gamma^2}{\sigma^2}
-        (\nabla_{y_j}\hat L)^\top H_{jj} (\nabla_{y_j}\hat L)
-        - \frac{\gamma}{m\sigma^2}\langle \hat g_j, \hat y_j\rangle
-        \|\nabla_{y_j}\hat L\|^2,
+        v^\top \frac{\partial^2\hat\ell}{\partial x_j\partial x_j} v
+        \le \frac{\gamma^2}{\sigma^2}\, v^\top H_{jj} v
+        - \frac{\gamma}{m\sigma^2}\langle \delta_j, \hat x_j\rangle \|v\|^2,
+        \qquad v = \nabla_{x_j}\hat\ell,
 
-    with ĝ_j = ∇_{z_j} L and H_jj = ∂²L/∂z_j∂z_j the downstream gradient and Hessian (the
-    paper's "gradient and Hessian of the loss with respect to the layer outputs"), γ, β held
-    constant. For ε = 0 it is an identity: the quadratic form has exactly these two parts,
-    the downstream curvature seen through BN's Jacobian and BN's own curvature along ŷ.
+    with δ_j = ∇_{y_j} ℓ and H_jj = ∂²ℓ/∂y_j∂y_j the downstream gradient and Hessian at BN's
+    output y_j (the paper's ĝ_j and H_jj, "gradient and Hessian of the loss with respect to the
+    layer outputs"; notation as in :func:`santurkar_grad_bound`), γ, β held constant. For ε = 0
+    it is an identity: the quadratic form has exactly these two parts, the downstream
+    curvature seen through BN's Jacobian and BN's own curvature along x̂.
 
     Parameters
     ----------
-    grad_in: (m, C) v = ∇_y L̂, the gradient through BN.
-    grad_out: (m, C) ĝ = ∇_z L. yhat: (m, C) ŷ.
+    grad_in: (m, C) v = ∇_x ℓ̂, the gradient through BN.
+    grad_out: (m, C) δ = ∇_y ℓ. yhat: (m, C) x̂.
     quad_out: (C,) v_jᵀ H_jj v_j, the downstream Hessian's quadratic form along channel j's v.
     gamma, sigma: (C,) γ and σ_j = √(σ_B² + ε).
     """
