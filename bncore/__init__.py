@@ -26,6 +26,7 @@ smoothing               ``experiments.landscape``, ``theory.santurkar``
 gradient explosion      ``experiments.explosion``, ``theory.explosion``
 residual connections    ``experiments.resnets``, ``experiments.signal_prop``, ``theory.residual``
 length and direction    ``experiments.gdnp_least_squares``, ``theory.kohler``
+batch norm at speed     ``experiments.bench``, ``norm.fast``, ``norm.fold``
 ======================  =====================================================================
 """
 

@@ -24,5 +24,6 @@ module                       what it holds
 :mod:`.gdnp_rates`           GDNP against GD, measured rates beside the theory's
 :mod:`.scale_invariant_sgd`  SGD on a linear layer before BN: scale invariance
 :mod:`.convergence`          fitted linear rates, iterations to a tolerance
+:mod:`.bench`                every batch norm timed against torch's kernel, bytes moved
 ===========================  ==========================================================
 """

@@ -29,6 +29,9 @@ also in eval with half running statistics) and rounded once at the end. NaN or I
 input makes that channel's output NaN, as in torch; other channels are unaffected. An input with
 no values (N = 0) gives an empty output, leaves the running statistics alone, and gives γ and β
 zero gradients, as in torch.
+
+The module runs past 400 lines because the Function, the functional form and the modules are one
+contract with ``torch.nn`` (argument checks, state dicts) that reads best in one place.
 """
 
 from __future__ import annotations
