@@ -36,17 +36,23 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from bncore.norm import fast, numpy_bn, torch_bn
 
 __all__ = [
     "ACCESSES",
+    "TRAFFIC",
     "Case",
     "Result",
+    "bn_share",
     "copy_bandwidth",
+    "full_size_tensors",
     "main",
     "min_bytes",
     "run",
+    "small_cnn",
     "time_interleaved",
 ]
 
@@ -57,6 +63,15 @@ SHAPES = ((32, 16, 8, 8), (64, 64, 16, 16), (1024, 512), (256, 64, 32, 32))
 QUICK_SHAPES = ((32, 16, 8, 8), (64, 64, 16, 16))
 #: Tensor-sized reads and writes of each pass at the minimum (each value moved once).
 ACCESSES = {"forward": 2, "backward": 3, "train": 5, "eval": 2}
+#: Tensor-sized reads + writes per pass by algorithm (Source: ATen's CPU kernels; Welford's one
+#: pass reads x once for both statistics). A separate ReLU reads and writes once more forward and
+#: reads y, δ and writes its gradient backward.
+TRAFFIC = {
+    "minimum": {"forward": 2, "backward": 3},
+    "two-pass (native CPU)": {"forward": 4, "backward": 5},
+    "one-pass Welford": {"forward": 3, "backward": 5},
+    "separate ReLU": {"forward": 2, "backward": 3},
+}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -241,6 +256,60 @@ def run(
                 results.append(Result(case, pass_, v, statistics.median(ts),
                                       statistics.median(ratios), bw / 1e9, bw / copy, ts))
     return results
+
+
+class _FullSizeCounter(TorchDispatchMode):
+    """Counts the new tensors of at least ``numel`` values that aten operations create."""
+
+    def __init__(self, numel: int) -> None:
+        super().__init__()
+        self.numel, self.count = numel, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        fresh = not func._schema.is_mutable and not func.is_view
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        self.count += sum(fresh and isinstance(t, torch.Tensor) and t.numel() >= self.numel
+                          for t in outs)
+        return out
+
+
+def full_size_tensors(step: Callable[[], object], numel: int) -> int:
+    """How many input-sized tensors one call of ``step`` creates (in-place work and views are
+    free): a structural count of the passes that write memory, the same on every machine.
+    """
+    counter = _FullSizeCounter(numel)
+    with counter:
+        step()
+    return counter.count
+
+
+def small_cnn(bn: type[nn.Module] = nn.BatchNorm2d, channels: int = 32) -> nn.Sequential:
+    """Two ``Conv2d(3×3) → BN → ReLU`` blocks, pooling and a linear head, for 3-channel images."""
+    return nn.Sequential(
+        nn.Conv2d(3, channels, 3, padding=1), bn(channels), nn.ReLU(),
+        nn.Conv2d(channels, channels, 3, padding=1), bn(channels), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 10),
+    )
+
+
+#: Profiler events of one batch norm, forward and backward (native and bncore's).
+BN_EVENTS = ("aten::batch_norm", "NativeBatchNormBackward0", "BatchNormFunction",
+             "BatchNormFunctionBackward")
+
+
+def bn_share(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> float:
+    """Share of a training step's operator CPU time spent in batch norm (forward and backward).
+
+    One step (forward, cross-entropy, backward) under ``torch.profiler``: the inclusive time of
+    the BN events over the sum of every operator's own time.
+    """
+    model.train()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        nn.functional.cross_entropy(model(x), target).backward()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    return sum(e.cpu_time_total for e in events if e.key in BN_EVENTS) / total
 
 
 def _plot(results: list[Result], path: Path) -> None:
