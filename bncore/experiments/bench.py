@@ -337,6 +337,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
     """The command line: ``python -m bncore.experiments.bench [--quick] [--out DIR] ...``."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="two small shapes, float32, NCHW")
+    p.add_argument("--shapes", default=None, help="e.g. 32x16x8x8,1024x512 (default: SHAPES)")
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--variants", default=",".join(VARIANTS))
@@ -349,6 +350,8 @@ def main(argv: list[str] | None = None) -> list[Result]:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     shapes = QUICK_SHAPES if args.quick else SHAPES
+    if args.shapes:
+        shapes = tuple(tuple(int(d) for d in s.split("x")) for s in args.shapes.split(","))
     dtypes = ["float32"] if args.quick else args.dtypes.split(",")
     layouts = ["nchw"] if args.quick else args.layouts.split(",")
     cases = [Case(s, d, lay) for s in shapes for d in dtypes for lay in layouts
