@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
     p.add_argument("--out", default="_build/bench")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    shapes = QUICK_SHAPES if args.quick else SHAPES
+    shapes: tuple[tuple[int, ...], ...] = QUICK_SHAPES if args.quick else SHAPES
     if args.shapes:
         shapes = tuple(tuple(int(d) for d in s.split("x")) for s in args.shapes.split(","))
     dtypes = ["float32"] if args.quick else args.dtypes.split(",")
