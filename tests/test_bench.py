@@ -30,7 +30,8 @@ def test_native_ratio_is_one_and_every_variant_is_timed():
 
 
 def test_cli_writes_json_and_plot(tmp_path):
-    bench.main(["--quick", "--reps", "1", "--warmup", "0", "--passes", "train,eval",
+    bench.main(["--shapes", "4x3x2x2,6x3", "--dtypes", "float32", "--layouts", "nchw",
+                "--reps", "1", "--warmup", "0", "--passes", "train,eval",
                 "--variants", "native,numpy_bn", "--out", str(tmp_path)])
     data = json.loads((tmp_path / "bench.json").read_text())
     assert data["meta"]["threads"] == 1

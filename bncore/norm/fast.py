@@ -56,7 +56,12 @@ def _normalize_train(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> tup
     return y.to(x.dtype), mean.flatten().detach(), var.flatten().detach()
 
 
-_compiled = torch.compile(_normalize_train, dynamic=True)
+@functools.cache
+def _compiled() -> Any:
+    """The compiled :func:`_normalize_train`, made on first use (importing the compiler costs
+    seconds), with symbolic sizes so that new shapes reuse the kernels.
+    """
+    return torch.compile(_normalize_train, dynamic=True)
 
 
 @functools.cache
@@ -101,7 +106,7 @@ def _train(
     weight = torch.ones(c, dtype=acc, device=x.device) if weight is None else weight
     bias = torch.zeros(c, dtype=acc, device=x.device) if bias is None else bias
     acb, back = _as_acb(x)
-    y, mean, var = _compiled(acb, weight, bias, eps)
+    y, mean, var = _compiled()(acb, weight, bias, eps)
     if running_mean is not None and running_var is not None:
         update_running(running_mean, running_var, mean, var, stats.count_per_channel(x.shape),
                        momentum)
