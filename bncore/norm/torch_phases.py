@@ -86,7 +86,7 @@ def mean_var(x: Tensor, dims: tuple[int, ...] | None = None) -> tuple[Tensor, Te
     """
     dims = _dims(x.dim(), dims)
     mean = x.mean(dim=dims, keepdim=True)
-    var = (x - mean).square().mean(dim=dims)
+    var = (x - mean).square_().mean(dim=dims)  # squared in place: one input-sized temporary
     return mean.squeeze(dims), var
 
 
