@@ -93,6 +93,13 @@ page: $(STAMP)
 	$(RUN_ENV) $(BIN)/jupyter-book build . --builder html -W --keep-going \
 		--toc _build/pages/$(notdir $(PAGE))/_toc.yml --path-output _build/pages/$(notdir $(PAGE))
 
+# The batch-norm benchmark, not a test: every implementation against torch's kernel, JSON and a
+# plot under _build/bench/ (GPU when present). make bench BENCH_ARGS=--quick for a small run.
+.PHONY: bench
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(BIN)/python -m bncore.experiments.bench $(BENCH_ARGS)
+
 lab: $(STAMP)
 	$(BIN)/jupyter lab book/
 

@@ -40,6 +40,7 @@ noise, regularization   ``experiments.batched_mlp``, ``experiments.lr_init_grid`
                         ``experiments.regularization``, ``experiments.dropout_shift``,
                         ``experiments.wd_equilibrium``, ``experiments.training_probes``,
                         ``theory.variance_shift``, ``theory.weight_decay``
+batch norm at speed     ``experiments.bench``, ``norm.fast``, ``norm.fold``
 ======================  =====================================================================
 """
 

@@ -431,6 +431,8 @@ class TorchContract:
     """
 
     device: str = "cpu"
+    layer: type = TorchLayer  # the driver and the functional form held to torch's
+    functional = staticmethod(torch_bn.batch_norm)
 
     def tensor(self, a: np.ndarray, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         return torch.as_tensor(a, device=self.device).to(dtype)
@@ -445,7 +447,7 @@ class TorchContract:
         gamma, beta = (self.tensor(a) for a in random_affine(3, seed=92))
         running = (self.tensor(np.array([0.5, -1.0, 2.0])), self.tensor(np.array([0.5, 2.0, 3.0])))
         results = []
-        for fn in (torch_bn.batch_norm, torch.nn.functional.batch_norm):
+        for fn in (self.functional, torch.nn.functional.batch_norm):
             inputs = [t.clone().requires_grad_() for t in (x, gamma, beta)]
             rm, rv = (None, None) if mode == "train-untracked" else (t.clone() for t in running)
             weight, bias = inputs[1:] if affine else (None, None)
@@ -458,7 +460,7 @@ class TorchContract:
 
     @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
     def test_half_precision_keeps_input_dtype_and_float32_running_stats(self, dtype):
-        layer = TorchLayer(3, 4, device=self.device, dtype=torch.float32)
+        layer = self.layer(3, 4, device=self.device, dtype=torch.float32)
         x, dy = (self.tensor(random_batch(bn_shape(4), seed=s), dtype) for s in (93, 94))
         out = layer.step(x, dy)
         assert out["y"].dtype == dtype and out["dx"].dtype == dtype
@@ -476,7 +478,7 @@ class TorchContract:
         shape = bn_shape(ndim, n=8)
         x, dy = (self.tensor(random_batch(shape, seed=s), dtype) for s in (95, 96))
         gamma, beta = random_affine(3, seed=97)
-        ours = TorchLayer(3, ndim, device=self.device, dtype=torch.float32)
+        ours = self.layer(3, ndim, device=self.device, dtype=torch.float32)
         ref = TorchNNLayer(3, ndim, device=self.device, dtype=torch.float32)
         for layer in (ours, ref):
             layer.set_affine(gamma, beta)
@@ -510,7 +512,7 @@ class TorchContract:
     def test_channels_last_matches_contiguous_and_torch(self, ndim, memory_format):
         gamma, beta = random_affine(3, seed=98)
         layers = {name: cls(3, ndim, device=self.device)
-                  for name, cls in [("cl", TorchLayer), ("contig", TorchLayer),
+                  for name, cls in [("cl", self.layer), ("contig", self.layer),
                                     ("torch", TorchNNLayer)]}
         for layer in layers.values():
             layer.set_affine(gamma, beta)

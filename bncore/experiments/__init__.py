@@ -33,5 +33,6 @@ module                       what it holds
 :mod:`.dropout_shift`        dropout before BN: variance shift and its accuracy cost
 :mod:`.wd_equilibrium`       weight norms under SGD with weight decay, time averages
 :mod:`.training_probes`      saturation, activation histograms, update-to-data ratios
+:mod:`.bench`                every batch norm timed against torch's kernel, bytes moved
 ===========================  ==========================================================
 """

@@ -10,6 +10,7 @@ module                     what it holds
 :mod:`.torch_phases`       the phases in torch: statistics, normalize, running update,
                            backward reduce, backward elementwise
 :mod:`.torch_bn`           the same as an ``autograd.Function`` and ``BatchNorm1d/2d/3d``
+:mod:`.fast`               the training transform fused by ``torch.compile``
 :mod:`.inference`          population statistics: running averages, recalibration
 :mod:`.fold`               folding BN into the preceding linear or conv layer
 :mod:`.gradcheck`          finite differences and relative errors, for checking backwards

@@ -106,8 +106,11 @@ def normalize(
 
     μ and s are reduced over ``axes`` (per channel by default); γ and β are per channel.
     """
-    xhat = (x - expand(mean, x.ndim, axes)) * expand(invstd, x.ndim, axes)
-    return _bcast(gamma, x.ndim) * xhat + _bcast(beta, x.ndim), xhat
+    xhat = x - expand(mean, x.ndim, axes)  # the one temporary besides y; scaled in place
+    xhat *= expand(invstd, x.ndim, axes)
+    y = _bcast(gamma, x.ndim) * xhat
+    y += _bcast(beta, x.ndim)
+    return y, xhat
 
 
 def update_running(
@@ -126,9 +129,15 @@ def update_running(
 def backward_reduce(
     dy: np.ndarray, xhat: np.ndarray, axes: tuple[int, ...] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Backward reduction phase: Σδ and Σδ·x̂ over ``axes`` (per channel, they are dβ and dγ)."""
+    """Backward reduction phase: Σδ and Σδ·x̂ over ``axes`` (per channel, they are dβ and dγ).
+
+    Σδ·x̂ by ``np.einsum`` (indices as integer lists): the products are summed as they are
+    formed, without the temporary array δ·x̂.
+    """
     axes = stats.reduce_axes(dy.ndim) if axes is None else axes
-    return dy.sum(axis=axes), (dy * xhat).sum(axis=axes)
+    every = list(range(dy.ndim))
+    kept = [a for a in every if a not in axes]
+    return dy.sum(axis=axes), np.einsum(dy, every, xhat, every, kept)
 
 
 def backward_elemt(
@@ -138,11 +147,15 @@ def backward_elemt(
 ) -> np.ndarray:
     """Backward elementwise phase: dx = γs/m·(m·δ − Σδ − x̂·Σδx̂), from the reduced sums.
 
-    ``count`` is m, the number of values in each reduction set.
+    ``count`` is m, the number of values in each reduction set. One new array, the rest in place:
+    dx = γs·(δ − Σδ/m − x̂·Σδx̂/m).
     """
     nd = dy.ndim
-    scale = _bcast(gamma, nd) * expand(invstd / count, nd, axes)
-    return scale * (count * dy - expand(sum_dy, nd, axes) - xhat * expand(sum_dy_xhat, nd, axes))
+    dx = xhat * expand(-sum_dy_xhat / count, nd, axes)
+    dx += dy
+    dx -= expand(sum_dy / count, nd, axes)
+    dx *= _bcast(gamma, nd) * expand(invstd, nd, axes)
+    return dx
 
 
 def _check_x(x: np.ndarray, gamma: np.ndarray | None, eps: float, training: bool, **more) -> None:

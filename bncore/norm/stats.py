@@ -99,7 +99,8 @@ def mean_var(
     axes = reduce_axes(x.ndim) if axes is None else axes
     xa = x.astype(_acc_dtype(x.dtype), copy=False)
     mean = xa.mean(axis=axes, keepdims=True)
-    var = np.square(xa - mean).mean(axis=axes)
+    centred = xa - mean
+    var = np.square(centred, out=centred).mean(axis=axes)  # in place: one input-sized temporary
     return mean.squeeze(axis=axes), var
 
 

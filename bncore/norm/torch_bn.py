@@ -29,6 +29,9 @@ also in eval with half running statistics) and rounded once at the end. NaN or I
 input makes that channel's output NaN, as in torch; other channels are unaffected. An input with
 no values (N = 0) gives an empty output, leaves the running statistics alone, and gives γ and β
 zero gradients, as in torch.
+
+The module runs past 400 lines because the Function, the functional form and the modules are one
+contract with ``torch.nn`` (argument checks, state dicts) that reads best in one place.
 """
 
 from __future__ import annotations
@@ -248,17 +251,29 @@ def batch_norm(
     eps
         Added to the variance inside the square root.
     """
+    if not _check_arguments(input, running_mean, running_var, weight, bias, training, eps):
+        return _empty_batch(input, weight, bias)
+    return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+def _check_arguments(
+    input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
+    weight: Tensor | None, bias: Tensor | None, training: bool, eps: float,
+) -> bool:
+    """Validate :func:`batch_norm`'s arguments as torch does; ``False`` for an empty 1-D input,
+    which torch accepts as it is.
+    """
     check_dtype(input.is_floating_point(), input.dtype)
     check_running_stats(running_mean is not None, running_var is not None, training)
-    if input.numel() == 0 and input.dim() < 2:  # torch accepts an empty 1-D input as it is
-        return _empty_batch(input, weight, bias)
+    if input.numel() == 0 and input.dim() < 2:
+        return False
     lengths = {
         name: None if t is None else t.numel()
         for name, t in [("running_mean", running_mean), ("running_var", running_var),
                         ("weight", weight), ("bias", bias)]
     }
     check_input(input.shape, None, eps, training, lengths)
-    return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    return True
 
 
 class _BatchNorm(nn.Module):
@@ -272,6 +287,7 @@ class _BatchNorm(nn.Module):
 
     _version = 2  # as torch's: version 2 added num_batches_tracked
     _ranks: tuple[int, ...] = ()
+    _functional = staticmethod(_batch_norm)  # on validated arguments; bncore.norm.fast's fuses
 
     def __init__(
         self,
@@ -375,8 +391,8 @@ class _BatchNorm(nn.Module):
             self.num_batches_tracked.add_(1)
             if self.momentum is None:  # the only case that reads the counter on the host
                 factor = stats.momentum_factor(None, int(self.num_batches_tracked))
-        return _batch_norm(input, *running, self.weight, self.bias, use_batch_stats, factor,
-                           self.eps)
+        return self._functional(input, *running, self.weight, self.bias, use_batch_stats, factor,
+                                self.eps)
 
 
 class BatchNorm1d(_BatchNorm):
