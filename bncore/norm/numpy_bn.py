@@ -24,7 +24,7 @@ names and the reduction axes as a parameter (``axes`` here, ``dims`` there): sta
 
 NaN or Inf in a channel's input makes that channel's statistics, output and gradient NaN (as in
 torch); other channels are unaffected. Nothing is masked or repaired. An input with no values
-(N = 0) gives an empty output and leaves the running statistics alone, as in torch.
+(m = 0) gives an empty output and leaves the running statistics alone, as in torch.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def update_running(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Running-statistics phase: the new (running_mean, running_var), by :mod:`.stats`' rules.
 
-    running ← (1 − α)·running + α·batch, with the unbiased m/(m − 1)·σ_B² for the variance.
+    running ← (1 − τ)·running + τ·batch, with the unbiased m/(m − 1)·σ_B² for the variance.
     """
     unbiased = var * stats.bessel(count)
     return (stats.running_update(running_mean, mean, momentum),
@@ -271,8 +271,8 @@ class BatchNorm:
     eps
         Added to the variance inside the square root.
     momentum
-        Weight α of the new batch in the running average,
-        running ← (1 − α)·running + α·batch; ``None`` gives the cumulative average α = 1/t.
+        Weight τ of the new batch in the running average,
+        running ← (1 − τ)·running + τ·batch; ``None`` gives the cumulative average τ = 1/t.
     affine
         Whether γ (``weight``) and β (``bias``) exist; if not they act as 1 and 0.
     track_running_stats

@@ -10,7 +10,7 @@ The running-statistics rules are PyTorch's, which the book's code matches exactl
     \hat\mu \leftarrow (1-\alpha)\,\hat\mu + \alpha\,\mu_B, \qquad
     \hat\sigma^2 \leftarrow (1-\alpha)\,\hat\sigma^2 + \alpha\,\tfrac{m}{m-1}\,\sigma_B^2,
 
-with ``α = momentum``, or ``α = 1/t`` after ``t`` batches when ``momentum is None`` (a cumulative
+with ``τ = momentum``, or ``τ = 1/t`` after ``t`` batches when ``momentum is None`` (a cumulative
 average). Note the *unbiased* variance in the running estimate (Ioffe & Szegedy 2015, Alg. 2)
 while the transform itself uses the biased σ_B².
 
@@ -62,7 +62,7 @@ def bessel(m: int) -> float:
 
 
 def momentum_factor(momentum: float | None, num_batches_tracked: int) -> float:
-    """The weight α of the new batch in the running average.
+    """The weight τ of the new batch in the running average.
 
     ``momentum`` itself, or ``1/t`` for the cumulative average when ``momentum is None``, where
     ``t = num_batches_tracked`` already counts the current batch.
@@ -73,9 +73,9 @@ def momentum_factor(momentum: float | None, num_batches_tracked: int) -> float:
 
 
 def running_update(running: T, batch: T, factor: float) -> T:
-    """(1 − α)·running + α·batch: the exponential moving average (PyTorch's momentum convention).
+    """(1 − τ)·running + τ·batch: the exponential moving average (PyTorch's momentum convention).
 
-    A large α forgets fast. Some texts write the weight of the *old* value as the momentum
+    A large τ forgets fast. Some texts write the weight of the *old* value as the momentum
     (d2l's 0.9); this one is the weight of the *new* batch, as in ``torch.nn.BatchNorm``.
     """
     return (1.0 - factor) * running + factor * batch  # type: ignore[operator, return-value]

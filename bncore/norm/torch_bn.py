@@ -27,7 +27,7 @@ forward-mode tangent on the running statistics is an error in eval and ignored i
 Float16/bfloat16 inputs are normalized in float32 (statistics, rsqrt(σ² + ε) and the affine map,
 also in eval with half running statistics) and rounded once at the end. NaN or Inf in a channel's
 input makes that channel's output NaN, as in torch; other channels are unaffected. An input with
-no values (N = 0) gives an empty output, leaves the running statistics alone, and gives γ and β
+no values (m = 0) gives an empty output, leaves the running statistics alone, and gives γ and β
 zero gradients, as in torch.
 
 The module runs past 400 lines because the Function, the functional form and the modules are one
@@ -247,7 +247,7 @@ def batch_norm(
         Use batch statistics (and update the running estimates) if ``True``; otherwise
         normalize with ``running_mean`` and ``running_var``.
     momentum
-        The weight α of the new batch in the running average.
+        The weight τ of the new batch in the running average.
     eps
         Added to the variance inside the square root.
     """

@@ -10,7 +10,7 @@ statistics              m, μ, σ² over the reduction axes;                  :f
                         s = 1/√(σ² + ε)                                    :func:`invstd`
 (combine)               across devices: Chan's merge, :mod:`.stats`
 normalize               y = γ·(x − μ)·s + β                                :func:`normalize`
-running update          running ← (1 − α)·running + α·batch                :func:`update_running`
+running update          running ← (1 − τ)·running + τ·batch                :func:`update_running`
 backward reduce         Σδ and Σδ·x̂ over the reduction axes                :func:`backward_reduce`
 (combine)               across devices: a sum
 backward elementwise    dx = γs/m·(mδ − Σδ − x̂·Σδx̂)                         :func:`backward_elemt`
@@ -118,7 +118,7 @@ def update_running(
 ) -> None:
     """Running-statistics phase, in place: the rules of :mod:`bncore.norm.stats`.
 
-    running ← (1 − α)·running + α·batch, with the unbiased m/(m − 1)·σ_B² for the variance.
+    running ← (1 − τ)·running + τ·batch, with the unbiased m/(m − 1)·σ_B² for the variance.
     """
     with torch.no_grad():
         unbiased = var * stats.bessel(count)
