@@ -7,7 +7,7 @@ Same signature and semantics as :func:`bncore.norm.torch_bn.batch_norm` (and so 
 
     y = \gamma\,(x-\mu_B)\,s + \beta,\qquad s = 1/\sqrt{\sigma_B^2+\epsilon},
 
-with the running update running ← (1 − α)·running + α·batch (unbiased variance). What differs is
+with the running update running ← (1 − τ)·running + τ·batch (unbiased variance). What differs is
 how it runs. :mod:`.torch_bn` is a chain of tensor operations, each a pass over memory; here the
 training forward (statistics, normalize, affine) is compiled into one fused kernel, and
 its autograd backward (the reduction Σδ, Σδx̂ and the elementwise dx) into another: C++ on the

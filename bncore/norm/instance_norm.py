@@ -58,7 +58,7 @@ def instance_norm(
     use_input_stats
         Normalize with each instance's statistics (else with the running ones).
     momentum
-        The weight α of the new batch in the running average.
+        The weight τ of the new batch in the running average.
     eps
         Added to the variance inside the square root.
     """
