@@ -9,8 +9,10 @@ CONSTRAINTS ?= ci/requirements.lock
 STAMP       := $(VENV)/.installed
 HTML        := _build/html
 
-# Non-interactive runs: no tqdm widgets and no live ipywidgets panels in outputs.
-RUN_ENV := TQDM_DISABLE=1 BNCORE_WIDGETS=0 PYDEVD_DISABLE_FILE_VALIDATION=1
+# Non-interactive runs: no tqdm widgets and no live ipywidgets panels in outputs; one OpenMP
+# thread per process, since nbval runs two kernels on the two cores (two threads each would
+# oversubscribe them, and spinning threads then cost several times the CPU).
+RUN_ENV := TQDM_DISABLE=1 BNCORE_WIDGETS=0 PYDEVD_DISABLE_FILE_VALIDATION=1 OMP_NUM_THREADS=1
 
 PYTEST    := $(RUN_ENV) $(BIN)/python -m pytest -p no:cacheprovider
 NOTEBOOKS := $(wildcard book/*.ipynb)

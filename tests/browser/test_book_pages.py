@@ -129,8 +129,11 @@ def browser():
 
 WAIT_FOR_MATHJAX = """
 const done = arguments[arguments.length - 1];
+// typeset, then fitted to the column by book/_static/fit-math.js (within two seconds)
+const fitted = (tries) => (document.documentElement.dataset.mathFitted || tries <= 0
+    ? done("typeset") : setTimeout(() => fitted(tries - 1), 50));
 if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
-  MathJax.startup.promise.then(() => done("typeset")).catch((e) => done("error: " + e));
+  MathJax.startup.promise.then(() => fitted(40)).catch((e) => done("error: " + e));
 } else { done("no mathjax"); }
 """
 
@@ -263,7 +266,8 @@ const equations = [...main.querySelectorAll('mjx-container[display="true"]')].fi
     const math = e.querySelector("mjx-math") || e;
     const box = e.parentElement;
     return {width: Math.round(math.getBoundingClientRect().width),
-            room: box.clientWidth, tex: (e.getAttribute("aria-label") || e.textContent)};
+            room: box.clientWidth, scale: parseFloat(e.dataset.scale || "1"),
+            tex: (e.getAttribute("aria-label") || e.textContent)};
   });
 const figures = [...main.querySelectorAll("img")].filter(laidOut).map((i) => ({
   src: i.getAttribute("src"), natural: i.naturalWidth,
@@ -340,6 +344,7 @@ def _page_layout(driver, site: str, page: str, width: int, height: int) -> dict:
     return {
         "page": page, "width": width, "nav": nav,
         "equations": len(facts["equations"]), "over": over,
+        "scale": min((e["scale"] for e in facts["equations"]), default=1.0),
         "wide": sum(f["natural"] > WIDE_FIGURE for f in facts["figures"]), "shrunk": shrunk,
         "code": fraction, "sideways": code["sideways"],
     }
@@ -347,13 +352,13 @@ def _page_layout(driver, site: str, page: str, width: int, height: int) -> dict:
 
 def _table(rows: list[dict]) -> str:
     head = (f"{'page':<28}{'width':>6}  {'☰':<4}{'eq over/all':>12}{'wide fig shrunk':>16}"
-            f"{'code frac':>10}{'code sideways':>14}")
+            f"{'eq scale':>9}{'code frac':>10}{'code sideways':>14}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
             f"{Path(r['page']).name:<28}{r['width']:>6}  {'ok' if not r['nav'] else 'NO':<4}"
             f"{len(r['over']):>5}/{r['equations']:<6}{len(r['shrunk']):>9}/{r['wide']:<6}"
-            f"{r['code']:>10.0%}{len(r['sideways']):>14}")
+            f"{r['scale']:>9.2f}{r['code']:>10.0%}{len(r['sideways']):>14}")
     return "\n".join(lines)
 
 
