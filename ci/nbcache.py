@@ -86,9 +86,12 @@ def environment_files(root: Path = ROOT) -> Iterator[Path]:
 
 @functools.cache
 def _distributions() -> tuple[str, ...]:
-    """``name==version`` of every installed distribution (read once per process)."""
-    return tuple(sorted(f"{d.metadata['Name']}=={d.version}".lower()
-                        for d in importlib.metadata.distributions() if d.metadata["Name"]))
+    """``name==version`` of every installed distribution (read once per process), each once:
+    with the working directory on ``sys.path`` (``python -m pytest``), an editable install's
+    ``bncore.egg-info`` is found a second time, and the key must not depend on how it was run.
+    """
+    return tuple(sorted({f"{d.metadata['Name']}=={d.version}".lower()
+                         for d in importlib.metadata.distributions() if d.metadata["Name"]}))
 
 
 def environment_key(root: Path = ROOT) -> str:

@@ -193,3 +193,16 @@ def monkeypatched_environ(env: dict[str, str]) -> Iterator[None]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def test_the_key_does_not_depend_on_how_python_was_started() -> None:
+    """One key whether Python was started as ``python -m pytest`` (nbval: the repository, with
+    the editable install's bncore.egg-info, on sys.path) or ``python ci/nbcache.py`` (make book).
+    """
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "ci")}
+    as_script = subprocess.run([sys.executable, str(ROOT / "ci" / "nbcache.py"), "key"],
+                               cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    as_module = subprocess.run([sys.executable, "-c",
+                                "import nbcache; print(nbcache.environment_key())"],
+                               cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert as_script.stdout.strip() == as_module.stdout.strip()
