@@ -189,7 +189,7 @@ def noise_drift_theory(
 
     Shared variant (``per_example=False``): for independent U, U′ ~ U(0, w), E|U − U′| = w/3,
     so the shift b ~ U(−a, a) moves a unit's mean by 2a/3 and the scale s ~ U(1, k) moves the
-    standard deviation |γ|·s by |γ|(k − 1)/3.
+    standard deviation \|γ\|·s by \|γ\|(k − 1)/3.
 
     Per-example noise (the default, Santurkar et al.'s design): unit j's output on a probe batch
     of n examples is y_i = γ x̂_i + β + ξ_i with ξ_i ~ N(b, s²) i.i.d. and x̂ standardized over the

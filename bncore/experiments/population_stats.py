@@ -12,7 +12,7 @@ of getting the statistics used at test time:
   and a few more steps at a low learning rate; training and eval then compute the same map.
 
 The distance of a layer's EMA from the population statistics is
-d = mean over channels of |μ_EMA − μ|/σ + |ln(σ_EMA/σ)|, zero when they agree.
+d = mean over channels of \|μ_EMA − μ\|/σ + \|ln(σ_EMA/σ)\|, zero when they agree.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ __all__ = ["PopulationResult", "ema_vs_precise", "stats_distance"]
 
 @dataclass
 class PopulationResult:
-    """Test accuracies with EMA, PreciseBN and FrozenBN statistics; distances to PreciseBN's.
+    r"""Test accuracies with EMA, PreciseBN and FrozenBN statistics; distances to PreciseBN's.
 
     ``distance_ema``: EMA against PreciseBN; ``distance_resample``: PreciseBN against PreciseBN
     over another order of the same batches (its own noise); ``train_eval_gap_frozen``: the
-    largest |output in training mode − output in eval| after the FrozenBN steps.
+    largest \|output in training mode − output in eval\| after the FrozenBN steps.
     """
 
     acc_ema: float
@@ -51,7 +51,7 @@ class PopulationResult:
 
 
 def stats_distance(ema: BatchNormModule, population: BatchNormModule) -> float:
-    """The distance d = mean over channels of |μ_a − μ|/σ + |ln(σ_a/σ)| of two BN layers."""
+    r"""The distance d = mean over channels of \|μ_a − μ\|/σ + \|ln(σ_a/σ)\| of two BN layers."""
     mu_a, var_a = ema.running_mean, ema.running_var
     mu, var = population.running_mean, population.running_var
     assert mu_a is not None and var_a is not None and mu is not None and var is not None

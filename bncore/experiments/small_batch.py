@@ -6,15 +6,15 @@ with SGD for a fixed number of epochs, the learning rate scaled linearly with th
 sees the same data for the same total step length. The norms, by the number m of examples each
 batch statistic is taken over (the "batch per device"):
 
-===========  ==============================================  ============
-norm         what m is                                       SGD batch
-===========  ==============================================  ============
-``bn``       the batch (:class:`~bncore.BatchNorm1d`)        m
-``brn``      the batch (:class:`~bncore.BatchRenorm1d`)      m
-``ghost``    a ghost batch (:class:`~bncore.GhostBatchNorm1d`)  ``ghost_batch``
-``gn``       (no batch statistic)                            m
-``ln``       (no batch statistic)                            m
-===========  ==============================================  ============
+===========  ==================================================  ===============
+norm         what m is                                           SGD batch
+===========  ==================================================  ===============
+``bn``       the batch (:class:`~bncore.BatchNorm1d`)            m
+``brn``      the batch (:class:`~bncore.BatchRenorm1d`)          m
+``ghost``    a ghost batch (:class:`~bncore.GhostBatchNorm1d`)   ``ghost_batch``
+``gn``       (no batch statistic)                                m
+``ln``       (no batch statistic)                                m
+===========  ==================================================  ===============
 
 Ghost BN is Wu & He's multi-device setting: a large SGD batch split into normalization sets of m
 (one per "device"), so it separates the noise of the statistics from the noise of the gradient.

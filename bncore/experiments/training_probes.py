@@ -6,7 +6,7 @@ Probes with the signature ``probe(model, xb, yb, step)`` of :func:`bncore.experi
 
 - :func:`activation_probe`: per block, a histogram of the activations (the outputs of the
   nonlinearity) on a fixed probe batch and the **saturated fraction**: for tanh, the share of
-  values with |tanh z| > ``threshold`` (where tanh′ = 1 − tanh² < 1 − threshold², so the
+  values with \|tanh z\| > ``threshold`` (where tanh′ = 1 − tanh² < 1 − threshold², so the
   gradient through the unit nearly vanishes); for ReLU, the share of exact zeros.
 - :func:`ratio_probe`: per weight matrix W (every block's and the head's), the
   **gradient-to-data ratio** std(∇W)/std(W) and, for plain SGD with learning rate η, the
@@ -33,7 +33,7 @@ Probe = Callable[[nn.Module, Tensor, Tensor, int], dict[str, Any]]
 
 
 def saturated_fraction(a: Tensor, activation: str, threshold: float = 0.97) -> float:
-    """Share of activations ``a`` that pass (almost) no gradient: |a| > threshold for tanh,
+    r"""Share of activations ``a`` that pass (almost) no gradient: \|a\| > threshold for tanh,
     a = 0 for ReLU, a(1 − a) < threshold·(1 − threshold) for sigmoid (a near 0 or 1).
     """
     if activation == "tanh":

@@ -10,7 +10,7 @@ sample's group is normalized over its m = (C/G)·∏spatial values, and γ, β a
 
 with the biased σ². The input is viewed as ``(N, G, C/G, *spatial)`` and normalized over axes
 2, 3, … by :class:`bncore.norm.axis_norm.AxisNormFunction`. G = 1 normalizes as layer norm over
-(C, *spatial), G = C as instance norm, but the affine stays per channel. No batch axis is
+``(C, *spatial)``, G = C as instance norm, but the affine stays per channel. No batch axis is
 reduced, so training and eval compute the same thing and there are no running statistics.
 """
 

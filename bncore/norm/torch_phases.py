@@ -99,10 +99,10 @@ def normalize(
     x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None, bias: Tensor | None,
     dims: tuple[int, ...] | None = None,
 ) -> Tensor:
-    """Elementwise phase: y = γ·(x − μ)·s + β, μ and s reduced over ``dims``, γ and β per channel.
+    r"""Elementwise phase: y = γ·(x − μ)·s + β, μ and s reduced over ``dims``, γ and β per channel.
 
     ``None`` for γ or β means 1 or 0. One new tensor, x − μ, then scaled and shifted in place;
-    μ is subtracted before scaling, which keeps x̂ accurate when |μ| ≫ σ.
+    μ is subtracted before scaling, which keeps x̂ accurate when \|μ\| ≫ σ.
     """
     nd = x.dim()
     scale = expand(invstd, nd, dims)
