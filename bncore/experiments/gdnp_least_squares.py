@@ -295,7 +295,8 @@ def gdnp_least_squares(
     .. math::
 
         g_t = g^*(w_t) = \frac{u^\top w_t}{\|w_t\|_S},\qquad
-        w_{t+1} = w_t - \eta_t \nabla_w f(w_t, g_t),\qquad
+        w_{t+1} = w_t - \eta_t \nabla_w f(w_t, g_t),
+
         \eta_t = \frac{w_t^\top S w_t}{c\,\nu_d\,|R(w_t)|},
 
     with ν_d the largest eigenvalue of S and c = ``factor`` (the paper's theorem uses c = 2 and

@@ -6,13 +6,14 @@ training, with the moving averages μ and σ of the mean and of the *standard de
 .. math::
 
     \sigma_B = \sqrt{\sigma_B^2+\epsilon},\qquad
-    r = \operatorname{clip}_{[1/r_{\max},\,r_{\max}]}\Big(\frac{\sigma_B}{\sigma}\Big),\qquad
+    r = \operatorname{clip}_{[1/r_{\max},\,r_{\max}]}\Big(\frac{\sigma_B}{\sigma}\Big),
+
     d = \operatorname{clip}_{[-d_{\max},\,d_{\max}]}\Big(\frac{\mu_B-\mu}{\sigma}\Big),
 
     \hat x = \frac{x-\mu_B}{\sigma_B}\,r + d,\qquad y = \gamma\,\hat x + \beta,
 
-    \mu \leftarrow \mu + \alpha(\mu_B-\mu),\qquad
-    \sigma \leftarrow \sigma + \alpha(\sigma_B-\sigma),
+    \mu \leftarrow \mu + \tau(\mu_B-\mu),\qquad
+    \sigma \leftarrow \sigma + \tau(\sigma_B-\sigma),
 
 r and d being constants for the gradient (``stop_gradient``). In eval, y = γ·(x − μ)/σ + β.
 With ``r_max = 1`` and ``d_max = 0``, r = 1 and d = 0: the training forward and backward are

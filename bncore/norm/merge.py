@@ -5,8 +5,10 @@ deviations ``M₂,i = Σ(x − μ_i)²``. Two parts merge exactly (Chan, Golub &
 
 .. math::
 
-    n = n_a + n_b,\qquad \delta = \mu_b - \mu_a,\qquad
+    n = n_a + n_b,\qquad \delta = \mu_b - \mu_a,
+
     \mu = \mu_a + \delta\,\tfrac{n_b}{n},\qquad
+
     M_2 = M_{2,a} + M_{2,b} + \delta^2\,\tfrac{n_a n_b}{n},
 
 the torch twin of :func:`bncore.norm.stats.chan_merge`. The term δ²·n_a·n_b/n is the spread
