@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -26,19 +25,16 @@ from bncore.book.plotting import (
     draw_gradient_profile,
     draw_landscape_run,
     draw_stream_variance,
-    plot_gradient_profile,
 )
 from bncore.experiments.data import Dataset
 from bncore.experiments.explosion import GradientProfile, simulate
 from bncore.experiments.landscape_trace import simulate_mlp
 from bncore.experiments.lr_init_grid import LRInitGrid, lr_init_grid
 from bncore.experiments.signal_prop import signal_propagation_seeds
-from bncore.theory import gradient_explosion_rate, residual_stream_variance
+from bncore.theory import residual_stream_variance
 
 __all__ = [
-    "gradient_profile_grid",
     "gradient_profile_panel",
-    "landscape_grid",
     "landscape_panel",
     "lr_init_panel",
     "lr_init_small_multiples",
@@ -54,16 +50,6 @@ def landscape_panel(data: Dataset, lr: float, depth: int, bn: bool) -> Figure:
     norm = "bn" if bn else "none"
     _, ax = plt.subplots(figsize=(5, 3))
     return draw_landscape_run(ax, simulate_mlp(data, depth=depth, lr=lr, norm=norm), norm)
-
-
-def landscape_grid(data: Dataset, depths: Sequence[int], lrs: Sequence[float]) -> Figure:
-    """Small multiples of :func:`landscape_panel`, both networks per panel: depth × η."""
-
-    def draw(ax: Axes, depth: int, lr: float) -> None:
-        for norm in ("none", "bn"):
-            draw_landscape_run(ax, simulate_mlp(data, depth=depth, lr=lr, norm=norm), norm)
-
-    return small_multiples(draw, rows=("depth", list(depths)), cols=("η", list(lrs)))
 
 
 def stream_variance_panel(
@@ -134,35 +120,6 @@ def gradient_profile_panel(
     draw_gradient_profile(ax, _explosion_profile(batch_size, activation, depth, eps, width, seeds))
     ax.set_ylabel(r"$\|\partial\ell/\partial W^l\|_F^2$")
     ax.set_title(f"{activation}, m = {batch_size}, ε = {eps:g}: dashed = theory slope")
-    fig.tight_layout()
-    return fig
-
-
-def gradient_profile_grid(
-    activations: Sequence[str], batch_sizes: Sequence[int], *, depth: int, eps: float = 1e-5,
-    width: int = 256, seeds: Sequence[int] = (0, 1, 2),
-) -> Figure:
-    """One panel per activation (two a row), the batch sizes overlaid in colours: the
-    weight-gradient profiles of fresh networks against Yang et al.'s slope (dashed, ε → 0).
-    """
-    ncols = min(2, len(activations))
-    nrows = -(-len(activations) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.2 * nrows), squeeze=False)
-    cmap = plt.get_cmap("viridis")
-    colors = [mpl.colors.to_hex(cmap(v)) for v in np.linspace(0.0, 0.8, len(batch_sizes))]
-    for ax, activation in zip(axes.ravel(), activations, strict=False):
-        for batch_size, color in zip(batch_sizes, colors, strict=True):
-            profile = _explosion_profile(batch_size, activation, depth, eps, width, seeds)
-            rate = (gradient_explosion_rate(batch_size, activation)
-                    if activation in ("linear", "relu") and batch_size >= 4 else None)
-            plot_gradient_profile(ax, profile, rate=rate, color=color,
-                                  label=f"$m = {batch_size}$")
-        ax.set_title(activation)
-        ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
-    axes[0, 0].set_ylabel(r"$\|\partial\ell/\partial W^l\|_F^2$")
-    axes[0, 0].legend(fontsize=9, loc="upper right")
-    for ax in axes.ravel()[len(activations):]:
-        ax.axis("off")
     fig.tight_layout()
     return fig
 
