@@ -56,9 +56,23 @@ from bncore.norm.torch_bn import BatchNorm1d, BatchNorm2d, BatchNorm3d, batch_no
 
 __version__ = "0.1.0"
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "__version__", "batch_norm"]
-__all__ += [
-    "BatchRenorm1d", "BatchRenorm2d", "GhostBatchNorm1d", "GhostBatchNorm2d", "GroupNorm",
-    "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LayerNorm",
+__all__ = [
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
+    "BatchRenorm1d",
+    "BatchRenorm2d",
+    "FrozenBatchNorm",
+    "GhostBatchNorm1d",
+    "GhostBatchNorm2d",
+    "GroupNorm",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "InstanceNorm3d",
+    "LayerNorm",
+    "SyncBatchNorm",
+    "__version__",
+    "batch_norm",
+    "convert_sync_batchnorm",
+    "precise_bn",
 ]
-__all__ += ["FrozenBatchNorm", "SyncBatchNorm", "convert_sync_batchnorm", "precise_bn"]
