@@ -81,7 +81,7 @@ def _statistics(
     if training or mean is None or var is None:
         mean, var = mean_var(acc)
     else:
-        mean, var = mean.to(acc.dtype), var.to(acc.dtype)
+        mean, var = mean.to(acc.dtype, copy=True), var.to(acc.dtype)  # a copy: saved for backward
     return mean, var, invstd(var, eps)
 
 
@@ -103,38 +103,47 @@ class BatchNormFunction(torch.autograd.Function):
     def forward(
         x: Tensor, weight: Tensor | None, bias: Tensor | None, running_mean: Tensor | None,
         running_var: Tensor | None, training: bool, momentum: float, eps: float,
-    ) -> Tensor:
-        """Normalize (statistics → normalize), then the running update in training."""
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Normalize (statistics → normalize), then the running update in training.
+
+        Returns y and, as non-differentiable outputs, the μ and s it was normalized with (in the
+        accumulation dtype), which a first-order backward reuses; :func:`batch_norm` returns y.
+        """
         acc = x.to(_acc_dtype(x.dtype))
         mean, var, invstd = _statistics(acc, running_mean, running_var, eps, training)
         if training and running_mean is not None and running_var is not None:
             update_running(running_mean, running_var, mean, var,
                            stats.count_per_channel(x.shape), momentum)
-        return normalize(acc, mean, invstd, weight, bias).to(x.dtype)
+        return normalize(acc, mean, invstd, weight, bias).to(x.dtype), mean, invstd
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-        """Save x and γ (and, in eval, the running statistics the output was made with)."""
-        x, weight, _bias, running_mean, running_var, training, _momentum, eps = inputs
-        saved = (x, weight) if training else (x, weight, running_mean, running_var)
-        ctx.save_for_backward(*saved)
-        ctx.save_for_forward(*saved)
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
+        """Save x, γ and the μ, s of the forward (in eval, those of the running statistics)."""
+        x, weight, _bias, _running_mean, _running_var, training, _momentum, eps = inputs
+        _y, mean, invstd = output
+        ctx.mark_non_differentiable(mean, invstd)
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.save_for_forward(x, weight, mean, invstd)
         ctx.eps, ctx.training = eps, training
         ctx.set_materialize_grads(False)  # a tangent left undefined stays None in jvp
 
     @staticmethod
     def _saved(ctx: Any) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor]:
-        """(x, γ, x in the accumulation dtype, s, x̂), μ and s recomputed from x in training, so
-        that the backward is itself differentiable.
+        """(x, γ, x in the accumulation dtype, s, x̂).
+
+        In training, when the backward is itself being differentiated (grad mode on: a
+        ``create_graph`` backward, ``torch.func``), μ and s are recomputed from x so that they
+        carry their dependence on x; otherwise the forward's μ and s are reused, as torch's
+        kernel does, and only x̂ is recomputed.
         """
-        x, weight, *running = ctx.saved_tensors
-        running_mean, running_var = running if running else (None, None)
+        x, weight, mean, s = ctx.saved_tensors
         acc = x.to(_acc_dtype(x.dtype))
-        mean, _, s = _statistics(acc, running_mean, running_var, ctx.eps, ctx.training)
+        if ctx.training and torch.is_grad_enabled():
+            mean, _, s = _statistics(acc, None, None, ctx.eps, True)
         return x, weight, acc, s, normalize(acc, mean, s, None, None)
 
     @staticmethod
-    def backward(ctx: Any, dy: Tensor | None) -> tuple[Any, ...]:
+    def backward(ctx: Any, dy: Tensor | None, *_stats: Tensor | None) -> tuple[Any, ...]:
         """Gradients: dx by the phases (training) or the scaling γs (eval), dγ = Σδx̂, dβ = Σδ."""
         if dy is None:  # the output's gradient is undefined (not materialized): so are these
             return (None,) * 8
@@ -143,8 +152,8 @@ class BatchNormFunction(torch.autograd.Function):
         sum_dy, sum_dy_xhat = backward_reduce(g, xhat)
         dx = None
         if ctx.needs_input_grad[0]:
-            dx = _input_derivative(g, xhat, s, weight, ctx.training, sum_dy, sum_dy_xhat)
-            dx = dx.to(x.dtype)
+            dx = _input_derivative(g, xhat, s, weight, ctx.training, sum_dy, sum_dy_xhat,
+                                   overwrite_xhat=_may_overwrite(g)).to(x.dtype)
         dweight = sum_dy_xhat.to(weight.dtype) if ctx.needs_input_grad[1] and weight is not None \
             else None
         dbias = sum_dy.to(weight.dtype if weight is not None else dy.dtype)
@@ -154,7 +163,7 @@ class BatchNormFunction(torch.autograd.Function):
     def jvp(
         ctx: Any, dx: Tensor | None, dweight: Tensor | None, dbias: Tensor | None,
         dmean: Tensor | None, dvar: Tensor | None, *_: Any,
-    ) -> Tensor:
+    ) -> tuple[Tensor, None, None]:
         """Forward mode: dy = γ·dx̂ + dγ·x̂ + dβ.
 
         The Jacobian of x ↦ x̂ is symmetric (s/m·(m·I − 11ᵀ − x̂x̂ᵀ) per channel in training, s·I
@@ -178,19 +187,35 @@ class BatchNormFunction(torch.autograd.Function):
             dy = dy + xhat * _bcast(dweight.to(acc.dtype), x.dim())
         if dbias is not None:
             dy = dy + _bcast(dbias.to(acc.dtype), x.dim())
-        return dy.to(x.dtype)
+        return dy.to(x.dtype), None, None
+
+
+#: The dispatch key of autograd's batched gradients (legacy vmap), absent from the Python enum.
+_BATCHED = torch._C._dispatch_key_parse("Batched")
+
+
+def _may_overwrite(dy: Tensor) -> bool:
+    """Whether the backward may turn x̂'s memory into dx (x̂ is needed no more).
+
+    Only when nothing differentiates the backward (grad mode off) and the backward is not itself
+    vmapped (by ``torch.func`` or by autograd's batched gradients, ``is_grads_batched``): there δ
+    is batched where x̂ is not, and x̂ cannot take a batched result in place. (Two private torch
+    queries; ``torch.autograd.Function`` uses the first itself.)
+    """
+    return (not torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active()
+            and not torch._C._dispatch_keys(dy).has(_BATCHED))
 
 
 def _input_derivative(
     v: Tensor, xhat: Tensor, s: Tensor, weight: Tensor | None, training: bool, sum_v: Tensor,
-    sum_v_xhat: Tensor,
+    sum_v_xhat: Tensor, overwrite_xhat: bool = False,
 ) -> Tensor:
     """The input Jacobian (symmetric) times ``v``: the backward elementwise phase in training,
-    the scaling γs in eval (a fixed affine map).
+    the scaling γs in eval (a fixed affine map). ``overwrite_xhat``: x̂'s memory may be reused.
     """
     if training:
         return backward_elemt(v, xhat, s, weight, sum_v, sum_v_xhat,
-                              stats.count_per_channel(v.shape))
+                              stats.count_per_channel(v.shape), overwrite_xhat=overwrite_xhat)
     scale = s if weight is None else s * weight.to(s.dtype)
     return v * expand(scale, v.dim())
 
@@ -218,7 +243,7 @@ def _batch_norm(
         return _empty_batch(input, weight, bias)
     return BatchNormFunction.apply(
         input, weight, bias, running_mean, running_var, training, momentum, eps
-    )
+    )[0]
 
 
 def batch_norm(

@@ -137,16 +137,21 @@ def backward_reduce(
 def backward_elemt(
     dy: Tensor, xhat: Tensor, invstd: Tensor, weight: Tensor | None, sum_dy: Tensor,
     sum_dy_xhat: Tensor, count: int, dims: tuple[int, ...] | None = None,
+    overwrite_xhat: bool = False,
 ) -> Tensor:
-    """Backward elementwise phase: dx = γs/m·(m·δ − Σδ − x̂·Σδx̂), from the reduced sums.
+    """Backward elementwise phase: dx = γs·(δ − Σδ/m − x̂·Σδx̂/m), from the reduced sums.
 
     ``count`` is m, the number of values in each reduction set; ``None`` for γ means 1.
-    One new tensor, the rest in place (each step's backward needs only the other operands, so
-    this stays differentiable).
+    One new tensor, x̂·Σδx̂/m, then the rest in place (each in-place step's backward needs only
+    the other operand, so this stays differentiable). With ``overwrite_xhat`` there is no new
+    tensor: x̂'s memory becomes dx, for a caller that needs x̂ no more and does not
+    differentiate this (a first-order backward).
     """
     nd = dy.dim()
-    scale = expand(invstd / count, nd, dims)
+    scale = expand(invstd, nd, dims)
     if weight is not None:
         scale = scale * _bcast(weight.to(dy.dtype), nd)
-    dx = (dy * count).sub_(expand(sum_dy, nd, dims)).sub_(xhat * expand(sum_dy_xhat, nd, dims))
-    return dx.mul_(scale)
+    mean_dy = expand(sum_dy / count, nd, dims)
+    mean_dy_xhat = expand(sum_dy_xhat / count, nd, dims)
+    dx = xhat.mul_(mean_dy_xhat) if overwrite_xhat else xhat * mean_dy_xhat
+    return dx.sub_(dy).add_(mean_dy).mul_(-scale)
