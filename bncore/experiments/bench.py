@@ -58,8 +58,9 @@ __all__ = [
 
 VARIANTS = ("native", "torch_bn", "numpy_bn", "fast")
 PASSES = ("forward", "backward", "train", "eval")
-#: Overhead-bound to memory-bound; (1024, 512) is a fully connected layer's activation.
-SHAPES = ((32, 16, 8, 8), (64, 64, 16, 16), (1024, 512), (256, 64, 32, 32))
+#: Overhead-bound to memory-bound; (1024, 512) and (8192, 1024) are fully connected layers'
+#: activations, the second larger than a CPU's last-level cache.
+SHAPES = ((32, 16, 8, 8), (64, 64, 16, 16), (1024, 512), (256, 64, 32, 32), (8192, 1024))
 QUICK_SHAPES = ((32, 16, 8, 8), (64, 64, 16, 16))
 #: Tensor-sized reads and writes of each pass at the minimum (each value moved once).
 ACCESSES = {"forward": 2, "backward": 3, "train": 5, "eval": 2}
