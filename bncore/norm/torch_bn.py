@@ -128,8 +128,8 @@ class BatchNormFunction(torch.autograd.Function):
         ctx.set_materialize_grads(False)  # a tangent left undefined stays None in jvp
 
     @staticmethod
-    def _saved(ctx: Any) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor]:
-        """(x, γ, x in the accumulation dtype, s, x̂).
+    def _saved(ctx: Any) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor, Tensor]:
+        """(x, γ, x in the accumulation dtype, μ, s, x̂).
 
         In training, when the backward is itself being differentiated (grad mode on: a
         ``create_graph`` backward, ``torch.func``), μ and s are recomputed from x so that they
@@ -140,20 +140,25 @@ class BatchNormFunction(torch.autograd.Function):
         acc = x.to(_acc_dtype(x.dtype))
         if ctx.training and torch.is_grad_enabled():
             mean, _, s = _statistics(acc, None, None, ctx.eps, True)
-        return x, weight, acc, s, normalize(acc, mean, s, None, None)
+        return x, weight, acc, mean, s, normalize(acc, mean, s, None, None)
 
     @staticmethod
     def backward(ctx: Any, dy: Tensor | None, *_stats: Tensor | None) -> tuple[Any, ...]:
         """Gradients: dx by the phases (training) or the scaling γs (eval), dγ = Σδx̂, dβ = Σδ."""
         if dy is None:  # the output's gradient is undefined (not materialized): so are these
             return (None,) * 8
-        x, weight, acc, s, xhat = BatchNormFunction._saved(ctx)
+        x, weight, acc, mean, s, xhat = BatchNormFunction._saved(ctx)
         g = dy.to(acc.dtype)
-        sum_dy, sum_dy_xhat = backward_reduce(g, xhat)
+        # first order: x̂'s memory holds δ·x̂ for the sum, then x̂ again, then dx (one new tensor
+        # for the whole backward; a pass in place costs less than a fresh tensor)
+        reuse = _may_overwrite(g)
+        sum_dy, sum_dy_xhat = backward_reduce(g, xhat, overwrite_xhat=reuse)
         dx = None
         if ctx.needs_input_grad[0]:
+            if reuse and ctx.training:
+                xhat = normalize(acc, mean, s, None, None, out=xhat)
             dx = _input_derivative(g, xhat, s, weight, ctx.training, sum_dy, sum_dy_xhat,
-                                   overwrite_xhat=_may_overwrite(g)).to(x.dtype)
+                                   overwrite_xhat=reuse).to(x.dtype)
         dweight = sum_dy_xhat.to(weight.dtype) if ctx.needs_input_grad[1] and weight is not None \
             else None
         dbias = sum_dy.to(weight.dtype if weight is not None else dy.dtype)
@@ -178,7 +183,7 @@ class BatchNormFunction(torch.autograd.Function):
                 "have forward grad defined; detach them (running estimates are constants of "
                 "eval mode; in training their tangents are ignored)"
             )
-        x, weight, acc, s, xhat = BatchNormFunction._saved(ctx)
+        x, weight, acc, _mean, s, xhat = BatchNormFunction._saved(ctx)
         dy = torch.zeros_like(xhat)
         if dx is not None:
             d = dx.to(acc.dtype)

@@ -97,18 +97,20 @@ def invstd(var: Tensor, eps: float) -> Tensor:
 
 def normalize(
     x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None, bias: Tensor | None,
-    dims: tuple[int, ...] | None = None,
+    dims: tuple[int, ...] | None = None, out: Tensor | None = None,
 ) -> Tensor:
     r"""Elementwise phase: y = γ·(x − μ)·s + β, μ and s reduced over ``dims``, γ and β per channel.
 
-    ``None`` for γ or β means 1 or 0. One new tensor, x − μ, then scaled and shifted in place;
-    μ is subtracted before scaling, which keeps x̂ accurate when \|μ\| ≫ σ.
+    ``None`` for γ or β means 1 or 0. One new tensor, x − μ (or ``out``, a tensor of x's shape
+    whose memory is reused, outside autograd), then scaled and shifted in place; μ is subtracted
+    before scaling, which keeps x̂ accurate when \|μ\| ≫ σ.
     """
     nd = x.dim()
     scale = expand(invstd, nd, dims)
     if weight is not None:
         scale = scale * _bcast(weight.to(x.dtype), nd)
-    y = (x - expand(mean, nd, dims)).mul_(scale)
+    y = (x - expand(mean, nd, dims) if out is None else
+         torch.sub(x, expand(mean, nd, dims), out=out)).mul_(scale)
     return y if bias is None else y.add_(_bcast(bias.to(x.dtype), nd))
 
 
@@ -127,11 +129,16 @@ def update_running(
 
 
 def backward_reduce(
-    dy: Tensor, xhat: Tensor, dims: tuple[int, ...] | None = None
+    dy: Tensor, xhat: Tensor, dims: tuple[int, ...] | None = None, overwrite_xhat: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Backward reduction phase: Σδ and Σδ·x̂ over ``dims`` (per channel, they are dβ and dγ)."""
+    """Backward reduction phase: Σδ and Σδ·x̂ over ``dims`` (per channel, they are dβ and dγ).
+
+    The products δ·x̂ are one new tensor; with ``overwrite_xhat`` they are formed in x̂'s memory
+    instead, which leaves x̂ overwritten (for a first-order backward that forms x̂ again).
+    """
     dims = _dims(dy.dim(), dims)
-    return dy.sum(dim=dims), (dy * xhat).sum(dim=dims)
+    products = xhat.mul_(dy) if overwrite_xhat else dy * xhat
+    return dy.sum(dim=dims), products.sum(dim=dims)
 
 
 def backward_elemt(
