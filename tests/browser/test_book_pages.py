@@ -247,9 +247,13 @@ const laidOut = (e) => e.getClientRects().length > 0 && e.getBoundingClientRect(
 const inOutput = (e) => e.closest(".cell_output, .output");
 const code = [...main.querySelectorAll("div.highlight pre, pre.literal-block")]
     .filter((e) => !inOutput(e) && laidOut(e));
+// A closed <details> (a hide-input cell, a dropdown) keeps its content laid out under
+// content-visibility: hidden, so the boxes have a height the reader never sees:
+// checkVisibility() is false there.
+const shown = code.filter((e) => e.checkVisibility());
 const height = main.getBoundingClientRect().height;
 return {
-  codeHeight: code.reduce((sum, e) => sum + e.getBoundingClientRect().height, 0),
+  codeHeight: shown.reduce((sum, e) => sum + e.getBoundingClientRect().height, 0),
   pageHeight: height,
   sideways: code.filter((e) => e.scrollWidth > e.clientWidth + 1)
       .map((e) => e.textContent.split("\\n").reduce((a, b) => (a.length >= b.length ? a : b))
