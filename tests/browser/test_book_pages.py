@@ -400,8 +400,6 @@ def test_layout_at_laptop_and_phone_widths(layout: list[dict]) -> None:
                           f"{SHOTS / 'layout.txt'}):\n" + "\n".join(offences))
 
 
-@pytest.mark.xfail(strict=False, reason="issue 10 is open: most chapters still show more code "
-                   "than a quarter of the page (the layout table gives each page's share)")
 def test_visible_code_is_at_most_a_quarter_of_each_page(layout: list[dict]) -> None:
     over = [f"{r['page']} @ {r['width']} px: visible code is {r['code']:.0%} of the page"
             for r in layout if r["code"] > MAX_CODE_FRACTION]
