@@ -37,3 +37,8 @@ def test_cli_writes_json_and_plot(tmp_path):
     assert data["meta"]["threads"] == 1
     assert {r["variant"] for r in data["results"]} == {"native", "numpy_bn"}
     assert (tmp_path / "bench.png").stat().st_size > 0
+
+
+def test_write_costs_times_the_same_pass_into_new_and_reused_memory():
+    fresh, reused = bench.write_costs(1000, reps=2)
+    assert fresh > 0 and reused > 0

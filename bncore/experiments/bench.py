@@ -54,6 +54,7 @@ __all__ = [
     "run",
     "small_cnn",
     "time_interleaved",
+    "write_costs",
 ]
 
 VARIANTS = ("native", "torch_bn", "numpy_bn", "fast")
@@ -130,6 +131,30 @@ def copy_bandwidth(numel: int, dtype: torch.dtype, device: torch.device, reps: i
         _sync(device)
         times.append(time.perf_counter() - start)
     return 2 * x.numel() * x.element_size() / statistics.median(times[1:])
+
+
+def write_costs(numel: int, reps: int = 7, device: torch.device | None = None
+                ) -> tuple[float, float]:
+    """Median seconds to write n values ``x − c`` into a new tensor and into one already in use
+    (``out=``), interleaved: the same pass, with and without a fresh tensor.
+
+    The difference is what a new tensor costs beyond its pass: the allocation and, on a CPU, the
+    operating system's first touch of every fresh page (large tensors are mapped anew on each
+    allocation and returned on each free).
+    """
+    device = device or torch.device("cpu")
+    x = torch.empty(numel, device=device).uniform_()
+    reused = torch.empty_like(x).fill_(0)
+    fresh_t: list[float] = []
+    reused_t: list[float] = []
+    for _ in range(reps + 1):
+        for times, out in ((fresh_t, None), (reused_t, reused)):
+            _sync(device)
+            start = time.perf_counter()
+            torch.sub(x, 1.0) if out is None else torch.sub(x, 1.0, out=out)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+    return statistics.median(fresh_t[1:]), statistics.median(reused_t[1:])
 
 
 def _torch_step(fn: Callable, case: Case, pass_: str, device: torch.device) -> Callable:
