@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from functools import partial
 
 import matplotlib
 
@@ -107,3 +108,16 @@ def test_landscape_slider_has_a_frame_per_depth_and_learning_rate():
     assert panel.frames == 2
     assert payload(panel.data)["labels"] == [["1"], ["0.1", "0.2"]]
     assert_offline(panel.data)
+
+
+def test_simulator_builds_a_live_panel_for_a_partial_when_widgets_are_on(monkeypatch):
+    """The chapters pass ``partial(panel, data)``; ipywidgets needs a named function."""
+    pytest.importorskip("ipywidgets")
+    import ipywidgets
+
+    built = []
+    monkeypatch.setenv("BNCORE_WIDGETS", "1")
+    monkeypatch.setattr(ipywidgets.widgets.interaction, "display", built.append)
+    interactive.simulator(partial(draw, kind="a"), {"width": [1.0, 2.0]},
+                          static=lambda: None)
+    assert len(built) == 1 and isinstance(built[0], ipywidgets.interactive)

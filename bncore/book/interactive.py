@@ -84,4 +84,7 @@ def simulator(
         return
     import ipywidgets  # optional (the book extra): imported only where a live panel is shown
 
-    ipywidgets.interact_manual(run, **controls)
+    def panel(**setting: Any) -> Figure | None:  # a named function, whatever ``run`` is
+        return run(**setting)  # (ipywidgets reads __name__, which a partial lacks)
+
+    ipywidgets.interact_manual(panel, **controls)

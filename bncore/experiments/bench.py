@@ -31,6 +31,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -131,30 +132,6 @@ def copy_bandwidth(numel: int, dtype: torch.dtype, device: torch.device, reps: i
         _sync(device)
         times.append(time.perf_counter() - start)
     return 2 * x.numel() * x.element_size() / statistics.median(times[1:])
-
-
-def write_costs(numel: int, reps: int = 7, device: torch.device | None = None
-                ) -> tuple[float, float]:
-    """Median seconds to write n values ``x − c`` into a new tensor and into one already in use
-    (``out=``), interleaved: the same pass, with and without a fresh tensor.
-
-    The difference is what a new tensor costs beyond its pass: the allocation and, on a CPU, the
-    operating system's first touch of every fresh page (large tensors are mapped anew on each
-    allocation and returned on each free).
-    """
-    device = device or torch.device("cpu")
-    x = torch.empty(numel, device=device).uniform_()
-    reused = torch.empty_like(x).fill_(0)
-    fresh_t: list[float] = []
-    reused_t: list[float] = []
-    for _ in range(reps + 1):
-        for times, out in ((fresh_t, None), (reused_t, reused)):
-            _sync(device)
-            start = time.perf_counter()
-            torch.sub(x, 1.0) if out is None else torch.sub(x, 1.0, out=out)
-            _sync(device)
-            times.append(time.perf_counter() - start)
-    return statistics.median(fresh_t[1:]), statistics.median(reused_t[1:])
 
 
 def _torch_step(fn: Callable, case: Case, pass_: str, device: torch.device) -> Callable:
@@ -261,6 +238,23 @@ def time_interleaved(
         for v, step in steps.items():
             times[v].append(_time_once(step, backward, device))
     return times
+
+
+def write_costs(numel: int, reps: int = 7, device: torch.device | None = None
+                ) -> tuple[float, float]:
+    """Median seconds to write n values ``x − 1`` into a new tensor and into one already in use
+    (``out=``), interleaved: the same pass, with and without a fresh tensor.
+
+    The difference is what a new tensor costs beyond its pass: the allocation and, on a CPU, the
+    operating system's first touch of every fresh page (large tensors are mapped anew on each
+    allocation and returned on each free).
+    """
+    device = device or torch.device("cpu")
+    x = torch.empty(numel, device=device).uniform_()
+    steps: dict[str, Callable] = {"fresh": partial(torch.sub, x, 1.0),
+                                  "reused": partial(torch.sub, x, 1.0, out=torch.zeros_like(x))}
+    times = time_interleaved(steps, reps, 1, device)
+    return statistics.median(times["fresh"]), statistics.median(times["reused"])
 
 
 def run(
