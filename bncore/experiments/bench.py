@@ -37,6 +37,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.ticker import ScalarFormatter
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -334,9 +335,9 @@ def bn_share(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> float:
 
 def _plot(results: list[Result], path: Path) -> None:
     """Two panels: train-pass ratio to native per shape, and effective/copy bandwidth."""
-    train = [r for r in results if r.pass_ == "train" and r.case.dtype == "float32"
-             and r.case.layout == "nchw"]
-    labels = list(dict.fromkeys(str(r.case.shape) for r in train))
+    train = sorted((r for r in results if r.pass_ == "train" and r.case.dtype == "float32"
+                    and r.case.layout == "nchw"), key=lambda r: r.case.numel)
+    labels = list(dict.fromkeys(str(r.case.shape) for r in train))  # by size, small first
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
     for i, v in enumerate(dict.fromkeys(r.variant for r in train)):
         rows = {str(r.case.shape): r for r in train if r.variant == v}
@@ -346,6 +347,8 @@ def _plot(results: list[Result], path: Path) -> None:
                    [rows[s].copy_fraction for s in labels if s in rows], "o-", label=v)
     left.axhline(1.0, color="k", lw=0.8)
     left.set(xticks=range(len(labels)), ylabel="time / native (train)", yscale="log")
+    left.yaxis.set_major_formatter(ScalarFormatter())
+    left.yaxis.set_minor_formatter(ScalarFormatter())
     left.set_xticklabels(labels, rotation=20, fontsize=8)
     right.set(xscale="log", xlabel="values n", ylabel="effective / copy bandwidth")
     right.legend(fontsize=9)
