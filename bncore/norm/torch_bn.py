@@ -17,8 +17,10 @@ The computation is composed of the phases of :mod:`bncore.norm.torch_phases` (st
 :func:`mean_var`, :func:`invstd` → :func:`normalize` → :func:`update_running`; backward
 :func:`backward_reduce` → :func:`backward_elemt`), the shape of ``torch.nn.SyncBatchNorm``.
 
-The gradient is Ioffe & Szegedy's (2015, §3), written with differentiable tensor operations on
-the saved input, so autograd can differentiate it again (gradgradcheck, Hessian-vector products);
+The gradient is Ioffe & Szegedy's (2015, §3). A first-order backward reuses the forward's μ and s,
+as torch's kernel does, and works in one new tensor; a backward that is itself differentiated
+recomputes them from the saved input with differentiable tensor operations, so autograd can
+differentiate it again (gradgradcheck, Hessian-vector products);
 :meth:`BatchNormFunction.jvp` gives forward-mode derivatives with the same phases (the Jacobian
 is symmetric), and the function composes with ``torch.func`` (``grad``, ``vjp``, ``jvp``,
 ``jacrev``, ``jacfwd``, ``vmap``; forward-over-reverse Hessian-vector products). As in torch, a
