@@ -77,7 +77,7 @@ def _forward(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> tuple[Tenso
     Returns y and the (C,) vectors μ, σ² (for the running update) and s (for the backward).
     """
     acc = x.to(_acc_dtype(x.dtype))
-    m = x.shape[0] * x.shape[2]
+    m = stats.count_per_channel(x.shape)
     mean = _channel_sum(acc) / m
     var = _channel_sum((acc - expand(mean, 3, _DIMS)).square()) / m
     s = invstd(var, eps)
@@ -94,7 +94,7 @@ def _backward(
     g = dy.to(mean.dtype)
     xhat = normalize(x.to(mean.dtype), mean, s, None, None, _DIMS)
     sum_dy, sum_dy_xhat = _channel_sum(g), _channel_sum(g * xhat)
-    count = x.shape[0] * x.shape[2]
+    count = stats.count_per_channel(x.shape)
     dx = backward_elemt(g, xhat, s, weight, sum_dy, sum_dy_xhat, count, _DIMS)
     return dx.to(x.dtype), sum_dy_xhat, sum_dy
 
