@@ -31,7 +31,7 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
+from book_toc import toc_pages
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,12 +69,7 @@ _REFERENCE = re.compile(
 
 def chapters() -> list[str]:
     """The notebooks of ``_toc.yml``, in the book's order."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
-    for part in toc.get("parts", []):
-        for chapter in part["chapters"]:
-            files += [chapter["file"], *(s["file"] for s in chapter.get("sections", []))]
-    return [f for f in files if (ROOT / f"{f}.ipynb").exists()]
+    return [f for f in toc_pages() if (ROOT / f"{f}.ipynb").exists()]
 
 
 def prose(markdown: str) -> str:

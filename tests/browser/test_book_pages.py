@@ -38,7 +38,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import yaml
+from book_toc import toc_pages
 
 pytestmark = pytest.mark.browser
 
@@ -51,16 +51,6 @@ WIDE_FIGURE = 800  # px of natural width: more than the ~660 px column at the bo
 MIN_FIGURE_SCALE = 0.6
 MAX_CODE_FRACTION = 0.25
 RAW_TEX = ("$$", "\\(", "\\)", "\\[", "\\]", "\\begin{", "\\frac")
-
-
-def toc_pages() -> list[str]:
-    """Document paths (without suffix) in the order of ``_toc.yml``."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    pages = [toc["root"]]
-    for part in toc.get("parts", []):
-        for chapter in part["chapters"]:
-            pages += [chapter["file"], *(s["file"] for s in chapter.get("sections", []))]
-    return pages
 
 
 def source_title(page: str) -> str:
